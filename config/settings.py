@@ -1,0 +1,77 @@
+"""giamsat settings (pydantic-settings, prefix ``GIAMSAT_``).
+
+Every key is documented in ``config/giamsat.env.example``; a test keeps the two in step.
+Read once by the entrypoint (``giamsat ...``) and passed down: no module reads the
+environment on import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """All of giamsat's configuration, with the embedded defaults of contract §4."""
+
+    model_config = SettingsConfigDict(env_prefix="GIAMSAT_", env_file=None, extra="ignore")
+
+    # --- services -------------------------------------------------------------------------
+    database_url: str | None = Field(
+        None, description="PostgreSQL URL; unset = run an embedded PostgreSQL in data_dir"
+    )
+    mqtt_url: str | None = Field(
+        None, description="MQTT broker URL mqtt://user:pass@host:port; unset = embedded Mosquitto"
+    )
+    data_dir: Path = Field(Path(".giamsat"), description="state of the embedded services")
+    embedded_mqtt_port: int = Field(1883, description="port of the embedded Mosquitto")
+    embedded_pg_port: int = Field(55432, description="port of the embedded PostgreSQL")
+    http: str = Field("127.0.0.1:8000", description="host:port of the HTTP API and dashboard")
+    admin_password: str | None = Field(
+        None, description="password of the user 'admin', set at first start (random if unset)"
+    )
+    secret_key: str | None = Field(
+        None, description="signing key for API tokens; unset = generated once into data_dir"
+    )
+    timezone: str = Field("Asia/Ho_Chi_Minh", description="local time zone for schedules, reports")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_json: bool = Field(False, description="log one JSON object per line instead of text")
+
+    # --- ingest ---------------------------------------------------------------------------
+    mqtt_client_id: str = Field("giamsat-ingest", description="the service's MQTT client id")
+    mqtt_username: str | None = Field(None, description="MQTT user of the service")
+    mqtt_password: str | None = Field(None, description="MQTT password of the service")
+    ingest_queue_max: int = Field(200_000, description="bound of the MQTT-callback queue, messages")
+    ingest_batch_max: int = Field(5000, description="most messages per storage transaction")
+    ingest_batch_wait_ms: int = Field(20, description="longest wait to fill a batch, ms")
+    max_payload_bytes: int = Field(65536, description="largest accepted payload, bytes")
+    max_future_ms: int = Field(300_000, description="how far a ts may lie in the future, ms")
+    max_batch_fixes: int = Field(500, description="most fixes in one batch message")
+
+    # --- decisions (contract §2) ------------------------------------------------------------
+    max_accuracy_m: float = Field(100.0, description="fixes with a worse acc are not decided, m")
+    margin_m: float = Field(10.0, description="margin beyond acc for a definite violation, m")
+    confirm_fixes: int = Field(2, description="consecutive definite fixes to open or end")
+
+    # --- alerts (contract §3) ---------------------------------------------------------------
+    offline_after_s: int = Field(600, description="no message for this long = device_offline, s")
+    gnss_lost_after_s: int = Field(900, description="no usable fix for this long = gnss_lost, s")
+    battery_low_pct: int = Field(20, description="battery_low at or below, %")
+    battery_critical_pct: int = Field(5, description="battery_critical at or below, %")
+    ack_within_s: int = Field(300, description="default time for a unit to acknowledge, s")
+    sweep_interval_s: float = Field(5.0, description="how often offline/escalation sweeps run, s")
+    webhook_timeout_s: float = Field(5.0, description="timeout of one webhook attempt, s")
+    webhook_max_backoff_s: float = Field(300.0, description="longest wait between retries, s")
+
+    # --- API --------------------------------------------------------------------------------
+    token_ttl_s: int = Field(900, description="lifetime of an API bearer token, s")
+    tile_url: str | None = Field(
+        None, description="map tile URL template; unset = offline map of unit boundaries"
+    )
+
+    def http_host_port(self) -> tuple[str, int]:
+        """Split ``http`` into (host, port)."""
+        host, _, port = self.http.rpartition(":")
+        return host or "127.0.0.1", int(port)

@@ -1,0 +1,106 @@
+"""Shared fixtures: a real PostgreSQL and a real Mosquitto, started by the suite itself.
+
+Set ``GIAMSAT_TEST_DATABASE_URL`` (a server URL; each test gets its own database on it) or
+``GIAMSAT_TEST_MQTT_URL`` to use running servers instead. Each test that asks for ``db_url``
+gets a fresh database cloned from a migrated template.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from giamsat.services import EmbeddedMosquitto, EmbeddedPostgres, free_port
+from schema import connect, migrate
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "vn"
+
+
+def with_database(url: str, dbname: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory) -> Iterator[str]:
+    """URL of a PostgreSQL server's maintenance database."""
+    url = os.environ.get("GIAMSAT_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    # PostgreSQL runs as an unprivileged account when the suite runs as root: its directory
+    # must be traversable, which pytest's 0700 tmp dirs are not.
+    base = Path(tempfile.mkdtemp(prefix="giamsat-test-pg-"))
+    base.chmod(0o755)
+    pg = EmbeddedPostgres(base / "data", free_port())
+    yield pg.start()
+    pg.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass
+class Broker:
+    url: str
+    host: str
+    port: int
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker(tmp_path_factory) -> Iterator[Broker]:
+    """A Mosquitto broker configured as the embedded one (never drops queued messages)."""
+    url = os.environ.get("GIAMSAT_TEST_MQTT_URL")
+    if url:
+        parts = urlsplit(url)
+        yield Broker(url, parts.hostname or "127.0.0.1", parts.port or 1883)
+        return
+    mq = EmbeddedMosquitto(tmp_path_factory.mktemp("mqtt"), free_port())
+    yield Broker(mq.start(), "127.0.0.1", mq.port)
+    mq.stop()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: str) -> Iterator[str]:
+    """Name of a database with every migration applied, cloned for each test."""
+    name = f"giamsat_tmpl_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    with connect(with_database(pg_server, name)) as conn:
+        migrate(conn, timescale=False)
+    yield name
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(pg_server: str, template_db: str) -> Iterator[str]:
+    """URL of a fresh, migrated database of this test's own."""
+    name = f"giamsat_t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    yield with_database(pg_server, name)
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[psycopg.Connection]:
+    """A connection to this test's fresh database."""
+    with connect(db_url) as conn:
+        yield conn
+
+
+@pytest.fixture
+def unique_id() -> str:
+    """A short id unique to this test, for device ids and client ids on a shared broker."""
+    return uuid.uuid4().hex[:8]
