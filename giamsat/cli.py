@@ -1,0 +1,158 @@
+"""The ``giamsat`` command: one entrypoint, one subcommand per job (contract §4).
+
+Settings are read here, once, and passed down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from config import Settings
+from giamsat.logs import setup_logging
+
+
+def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from giamsat.app import run_up
+
+    return run_up(settings, demo=args.demo, simulate=not args.no_simulator,
+                  devices=args.devices)
+
+
+def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from giamsat.app import open_database
+    from giamsat.importer import ImportError_, import_file
+
+    with open_database(settings) as conn:
+        try:
+            summary = import_file(conn, args.file)
+        except ImportError_ as exc:
+            print(f"giamsat import: {args.file}: {exc}", file=sys.stderr)
+            return 1
+        except OSError as exc:
+            print(f"giamsat import: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return 1
+    print(f"imported {args.file}: {summary}" if summary.changed
+          else f"{args.file}: nothing to change ({summary})")
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from giamsat.app import open_database
+
+    with open_database(settings):
+        pass  # open_database applies pending migrations
+    print("schema up to date")
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from giamsat.worker import run_worker
+
+    return run_worker(settings)
+
+
+def _cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    from giamsat.app import run_api
+
+    return run_api(settings)
+
+
+def _cmd_demo_data(args: argparse.Namespace, settings: Settings) -> int:
+    import orjson
+
+    from simulators.demo import build_demo_document
+
+    doc = build_demo_document(seed=args.seed)
+    data = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+    if args.out == "-":
+        sys.stdout.buffer.write(data + b"\n")
+    else:
+        with open(args.out, "wb") as fh:
+            fh.write(data)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    from simulators import cli as sim_cli
+
+    p = sub.add_parser("simulate", help="a device fleet publishing by the device protocol",
+                       description="Simulate a fleet of monitoring devices over MQTT.")
+    sim_cli.add_arguments(p)
+    p.set_defaults(func=lambda a, s: sim_cli.run(a))
+
+
+def _add_optional(sub: argparse._SubParsersAction, name: str, module: str, help_: str) -> None:
+    """Subcommands whose module may take settings (loadtest, broker-config)."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return
+    p = sub.add_parser(name, help=help_, description=help_)
+    mod.add_arguments(p)
+    p.set_defaults(func=lambda a, s: mod.run(a, s))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="giamsat",
+        description="Electronic monitoring (giám sát điện tử): ingest device messages, check "
+                    "geofences, raise and route alerts to commune police. Settings come from "
+                    "GIAMSAT_* environment variables (see config/giamsat.env.example).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="run the whole service (embedded PostgreSQL/Mosquitto if no "
+                                  "URLs are set)")
+    p.add_argument("--demo", action="store_true",
+                   help="load demo units, officers, supervisees, zones and run a simulated fleet")
+    p.add_argument("--no-simulator", action="store_true",
+                   help="with --demo: load the demo registry but run no simulated fleet")
+    p.add_argument("--devices", type=int, default=None,
+                   help="with --demo: how many demo devices to simulate (default: all)")
+    p.set_defaults(func=_cmd_up)
+
+    _add_simulate(sub)
+
+    p = sub.add_parser("import", help="load a JSON registry document, all or nothing")
+    p.add_argument("file", help="JSON document with units, supervisees, devices, permits")
+    p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser("migrate", help="apply pending database migrations and exit")
+    p.set_defaults(func=_cmd_migrate)
+
+    p = sub.add_parser("worker", help="run only the ingest and decision pipeline (as `up` does "
+                                      "in a child process)")
+    p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("api", help="run only the HTTP API and dashboard")
+    p.set_defaults(func=_cmd_api)
+
+    p = sub.add_parser("demo-data", help="print the demo registry document")
+    p.add_argument("--out", default="-", help="file to write (default: standard output)")
+    p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    p.set_defaults(func=_cmd_demo_data)
+
+    _add_optional(sub, "loadtest", "giamsat.loadtest",
+                  "drive the running service and print sustained fixes/s and alert latency")
+    _add_optional(sub, "broker-config", "giamsat.brokerconfig",
+                  "write a Mosquitto password file and ACL from the device registry")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``giamsat`` command."""
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    setup_logging(settings.log_level, settings.log_json)
+    try:
+        return int(args.func(args, settings) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
