@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(65536, description="largest accepted payload, bytes")
     max_future_ms: int = Field(300_000, description="how far a ts may lie in the future, ms")
     max_batch_fixes: int = Field(500, description="most fixes in one batch message")
+    worker_metrics_port: int = Field(
+        9108, description="127.0.0.1 port where the worker serves its metrics to the API's /metrics"
+    )
 
     # --- decisions (contract §2) ------------------------------------------------------------
     max_accuracy_m: float = Field(100.0, description="fixes with a worse acc are not decided, m")
