@@ -1,0 +1,428 @@
+"""``giamsat loadtest``: drive a running giamsat with a simulated fleet and measure it.
+
+It registers its own fleet (units ``LT-*``, supervisees ``lt-s-*``, devices ``lt-d-*``, imported
+idempotently), publishes fixes at the offered rate from several publisher processes, moves a
+share of the devices out of their residence zone to time fix-to-alert latency on the alerts
+topic, and prints sustained fixes/s stored and decided, latency percentiles, dead letters and
+lag. Loopback or the configured broker only; bounded by ``--duration`` and ``--max-messages``.
+Exit status 1 when the service fell behind the offered rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing as mp
+import os
+import queue
+import random
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import orjson
+import psycopg
+
+from config import Settings
+
+# A load-test supervisee's home is scattered over this box (the demo province, Bắc Ninh),
+# its residence zone a 64-gon of RESIDENCE_RADIUS_M around it; violators move VIOLATION_M out.
+BOX = (105.95, 21.00, 106.25, 21.25)  # lon_min, lat_min, lon_max, lat_max
+RESIDENCE_RADIUS_M = 1500.0
+VIOLATION_M = 3000.0
+M_PER_DEG_LAT = 111_320.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``giamsat loadtest``."""
+    p.add_argument("--rate", type=float, default=5000.0,
+                   help="offered fixes per second, all devices together (default 5000)")
+    p.add_argument("--duration", type=float, default=30.0,
+                   help="seconds of publishing (default 30, at most 600)")
+    p.add_argument("--devices", type=int, default=1000, help="fleet size (default 1000)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="fixes per message: 1 = single-fix messages, up to 500 (default 1)")
+    p.add_argument("--violators", type=float, default=0.02,
+                   help="share of devices that leave their zone, for latency (default 0.02)")
+    p.add_argument("--publishers", type=int, default=2,
+                   help="publisher processes (default 2)")
+    p.add_argument("--max-messages", type=int, default=2_000_000,
+                   help="stop publishing after this many messages (default 2,000,000)")
+    p.add_argument("--settle", type=float, default=60.0,
+                   help="longest wait for the service to store what was published (default 60 s)")
+    p.add_argument("--mqtt-url", default=None, help="broker (default GIAMSAT_MQTT_URL or the "
+                   "embedded one)")
+    p.add_argument("--database-url", default=None,
+                   help="the service's database (default GIAMSAT_DATABASE_URL or the embedded one)")
+    p.add_argument("--metrics-url", default=None,
+                   help="the service's /metrics (default http://GIAMSAT_HTTP/metrics)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+
+
+# --- the fleet ---------------------------------------------------------------------------------
+
+
+def _circle(lon: float, lat: float, radius_m: float, n: int = 64) -> list[list[float]]:
+    k = M_PER_DEG_LAT * math.cos(math.radians(lat))
+    ring = [[round(lon + radius_m * math.cos(2 * math.pi * i / n) / k, 6),
+             round(lat + radius_m * math.sin(2 * math.pi * i / n) / M_PER_DEG_LAT, 6)]
+            for i in range(n)]
+    return [*ring, ring[0]]
+
+
+def fleet_homes(devices: int, seed: int) -> list[tuple[float, float]]:
+    """Deterministic home points of the load-test fleet."""
+    rng = random.Random(seed)
+    return [(rng.uniform(BOX[0], BOX[2]), rng.uniform(BOX[1], BOX[3])) for _ in range(devices)]
+
+
+def fleet_document(homes: list[tuple[float, float]]) -> dict:
+    """The import document registering the load-test fleet."""
+    sups, devs = [], []
+    for i, (lon, lat) in enumerate(homes):
+        sid = f"lt-s-{i:05d}"
+        zone = {"id": "residence", "kind": "inclusion", "purpose": "residence",
+                "geometry": {"type": "Polygon", "coordinates": [_circle(lon, lat,
+                                                                        RESIDENCE_RADIUS_M)]}}
+        sups.append({"id": sid, "name": f"Load test {i}", "sentence_type": "an_treo",
+                     "sentence_start": "2026-01-01", "sentence_end": "2030-12-31",
+                     "unit": "LT-CAX01", "zones": [zone]})
+        devs.append({"id": f"lt-d-{i:05d}", "supervisee": sid})
+    units = [{"code": "LT-PC10", "name": "PC10 (load test)", "parent": None},
+             {"code": "LT-CAX01", "name": "Công an xã (load test)", "parent": "LT-PC10",
+              "ack_within_s": 86400}]
+    return {"units": units, "supervisees": sups, "devices": devs, "permits": []}
+
+
+# --- publishing --------------------------------------------------------------------------------
+
+
+@dataclass
+class PublisherPlan:
+    """What one publisher process sends."""
+
+    index: int
+    mqtt_url: str
+    homes: dict[str, tuple[float, float]]     # device id -> home (lon, lat)
+    violators: set[str]
+    rate: float                               # messages per second for this publisher
+    batch: int
+    duration: float
+    max_messages: int
+    violate_after: float                      # seconds from start when violators leave
+    seed: int
+
+
+def _mqtt_client(url: str, client_id: str):
+    import paho.mqtt.client as mqtt
+
+    parts = urlsplit(url)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         clean_session=True)
+    if parts.username:
+        client.username_pw_set(parts.username, parts.password)
+    client.max_inflight_messages_set(10_000)
+    client.max_queued_messages_set(0)
+    client.connect(parts.hostname or "127.0.0.1", parts.port or 1883, keepalive=30)
+    return client
+
+
+def _fix(seq: int, ts: int, lon: float, lat: float, rng: random.Random) -> dict:
+    # a fix a few metres from where the device is, with a matching accuracy
+    acc = rng.uniform(5.0, 25.0)
+    jitter = acc / M_PER_DEG_LAT
+    return {"seq": seq, "ts": ts, "lat": round(lat + rng.gauss(0, jitter / 2), 7),
+            "lon": round(lon + rng.gauss(0, jitter / 2), 7), "acc": round(acc, 1)}
+
+
+def _position(home: tuple[float, float], violating: bool) -> tuple[float, float]:
+    lon, lat = home
+    if violating:
+        return lon, lat + (RESIDENCE_RADIUS_M + VIOLATION_M) / M_PER_DEG_LAT
+    return lon, lat
+
+
+def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
+    """Publish this publisher's share of the fleet until duration or max_messages."""
+    rng = random.Random(plan.seed * 1000 + plan.index)
+    client = _mqtt_client(plan.mqtt_url, f"giamsat-loadtest-{os.getpid()}")
+    acked = [0]
+    client.on_publish = lambda c, u, mid, rc, props: acked.__setitem__(0, acked[0] + 1)
+    client.loop_start()
+    devices = sorted(plan.homes)
+    seqs = dict.fromkeys(devices, int(time.time()))  # restarts of the test get new seq values
+    sent = fixes = 0
+    start = time.monotonic()
+    next_report = start + 1.0
+    violating_times: dict[str, list[float]] = {}
+    while sent < plan.max_messages:
+        now = time.monotonic()
+        elapsed = now - start
+        if elapsed >= plan.duration:
+            break
+        due = int(elapsed * plan.rate) + 1
+        if sent >= due:
+            time.sleep(min(0.002, (sent + 1) / plan.rate - elapsed))
+            continue
+        dev = devices[sent % len(devices)]
+        violating = dev in plan.violators and elapsed >= plan.violate_after
+        lon, lat = _position(plan.homes[dev], violating)
+        ts = time.time_ns() // 1_000_000
+        batch = []
+        for _ in range(plan.batch):
+            seqs[dev] += 1
+            batch.append(_fix(seqs[dev], ts, lon, lat, rng))
+        payload = orjson.dumps(batch[0] if plan.batch == 1 else {"fixes": batch})
+        client.publish(f"em/v1/dev/{dev}/fix", payload, qos=1)
+        if violating:
+            violating_times.setdefault(dev, []).append(time.time())
+        sent += 1
+        fixes += plan.batch
+        if now >= next_report:
+            out.put(("progress", plan.index, sent, fixes, acked[0]))
+            next_report = now + 1.0
+    deadline = time.monotonic() + 30
+    while acked[0] < sent and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.loop_stop()
+    client.disconnect()
+    out.put(("done", plan.index, sent, fixes, acked[0], violating_times))
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+@dataclass
+class AlertWatch:
+    """Receives the alerts topic and notes when each load-test supervisee's exit alert came."""
+
+    first_seen: dict[str, float] = field(default_factory=dict)
+
+    def start(self, mqtt_url: str) -> object:
+        client = _mqtt_client(mqtt_url, f"giamsat-loadtest-alerts-{os.getpid()}")
+
+        def on_message(c, u, msg):
+            try:
+                alert = orjson.loads(msg.payload)
+            except orjson.JSONDecodeError:
+                return
+            sid = alert.get("supervisee_id", "")
+            if sid.startswith("lt-s-") and alert.get("type") == "zone_exit":
+                self.first_seen.setdefault(sid, time.time())
+
+        client.on_message = on_message
+        client.subscribe("em/v1/alerts/#", qos=1)
+        client.loop_start()
+        return client
+
+
+def _count_stored(conn: psycopg.Connection, since: float) -> int:
+    row = conn.execute("SELECT count(*) FROM fixes WHERE received_at >= to_timestamp(%s) "
+                       "AND device_id LIKE 'lt-d-%%'", (since,)).fetchone()
+    return int(row[0])
+
+
+def _count_dead(conn: psycopg.Connection, since: float) -> int:
+    row = conn.execute("SELECT count(*) FROM dead_letters WHERE received_at >= to_timestamp(%s)",
+                       (since,)).fetchone()
+    return int(row[0])
+
+
+def _metric(metrics_url: str | None, name: str) -> float | None:
+    """Sum of a counter's samples on the service's /metrics, or None when unreachable."""
+    if not metrics_url:
+        return None
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    total, found = 0.0, False
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name)] in " {"):
+            total += float(line.rsplit(" ", 1)[1])
+            found = True
+    return total if found else None
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100), nearest-rank."""
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[k]
+
+
+def _latencies(watch: AlertWatch, violating: dict[str, list[float]], confirm: int) -> list[float]:
+    out = []
+    for dev, times in violating.items():
+        sid = "lt-s-" + dev[len("lt-d-"):]
+        seen = watch.first_seen.get(sid)
+        if seen is not None and len(times) >= confirm:
+            out.append(seen - times[confirm - 1])
+    return out
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def _progress(line: str) -> None:
+    if sys.stdout.isatty():
+        sys.stdout.write("\r" + line.ljust(100))
+    else:
+        sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _register(conn: psycopg.Connection, homes: list[tuple[float, float]]) -> None:
+    from giamsat.importer import import_document
+
+    summary = import_document(conn, fleet_document(homes))
+    print(f"load-test fleet registered: {summary}")
+
+
+def _plans(args: argparse.Namespace, mqtt_url: str,
+           homes: list[tuple[float, float]]) -> list[PublisherPlan]:
+    ids = [f"lt-d-{i:05d}" for i in range(len(homes))]
+    n_viol = int(round(args.violators * len(ids)))
+    violators = set(ids[:n_viol])
+    plans = []
+    for p in range(args.publishers):
+        mine = ids[p::args.publishers]
+        plans.append(PublisherPlan(
+            index=p, mqtt_url=mqtt_url, homes={d: homes[int(d[5:])] for d in mine},
+            violators=violators & set(mine), rate=args.rate / args.batch / args.publishers,
+            batch=args.batch, duration=args.duration,
+            max_messages=args.max_messages // args.publishers,
+            violate_after=min(5.0, args.duration / 3), seed=args.seed))
+    return plans
+
+
+def _urls(args: argparse.Namespace, settings: Settings) -> tuple[str, str, str | None]:
+    mqtt_url = args.mqtt_url or settings.mqtt_url or \
+        f"mqtt://127.0.0.1:{settings.embedded_mqtt_port}"
+    db_url = args.database_url or settings.database_url or \
+        f"postgresql://postgres@127.0.0.1:{settings.embedded_pg_port}/giamsat"
+    host, port = settings.http_host_port()
+    metrics = args.metrics_url or f"http://{host}:{port}/metrics"
+    return mqtt_url, db_url, metrics
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the load test; 0 when the service kept up with the offered rate."""
+    if args.duration > 600 or args.duration <= 0:
+        print("giamsat loadtest: --duration must be in (0, 600] seconds", file=sys.stderr)
+        return 2
+    if not 1 <= args.batch <= 500:
+        print("giamsat loadtest: --batch must be 1..500", file=sys.stderr)
+        return 2
+    mqtt_url, db_url, metrics_url = _urls(args, settings)
+    homes = fleet_homes(args.devices, args.seed)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        _register(conn, homes)
+        time.sleep(3.0)  # let the worker reload the registry
+        return _drive(args, settings, conn, mqtt_url, metrics_url, homes)
+
+
+def _drive(args, settings, conn, mqtt_url, metrics_url, homes) -> int:
+    watch = AlertWatch()
+    watcher = watch.start(mqtt_url)
+    decided0 = _metric(metrics_url, "giamsat_decide_fixes_total")
+    out: mp.Queue = mp.get_context("spawn").Queue()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=publisher_main, args=(plan, out), daemon=True)
+             for plan in _plans(args, mqtt_url, homes)]
+    t0 = time.time()
+    for proc in procs:
+        proc.start()
+    results, progress = _collect(out, procs, conn, t0, args)
+    t_pub_end = time.time()
+    sent = sum(r[2] for r in results)
+    fixes = sum(r[3] for r in results)
+    acked = sum(r[4] for r in results)
+    violating: dict[str, list[float]] = {}
+    for r in results:
+        violating.update(r[5])
+    stored_at_end = _count_stored(conn, t0 - 1)
+    stored, t_caught_up = _settle(conn, t0, acked * args.batch, args.settle)
+    decided1 = _metric(metrics_url, "giamsat_decide_fixes_total")
+    time.sleep(1.0)
+    watcher.loop_stop()  # type: ignore[attr-defined]
+    lat = _latencies(watch, violating, settings.confirm_fixes)
+    return _report(args, sent, fixes, acked, stored, stored_at_end, t0, t_pub_end, t_caught_up,
+                   lat, len(violating), _count_dead(conn, t0 - 1), decided0, decided1, progress)
+
+
+def _collect(out: mp.Queue, procs: list, conn: psycopg.Connection, t0: float,
+             args: argparse.Namespace) -> tuple[list, list]:
+    latest: dict[int, tuple] = {}
+    results: list = []
+    samples: list[tuple[float, int]] = []
+    next_count = time.time() + 2.0
+    while len(results) < len(procs):
+        try:
+            msg = out.get(timeout=0.5)
+        except queue.Empty:
+            if not any(p.is_alive() for p in procs):
+                break
+            msg = None
+        if msg and msg[0] == "progress":
+            latest[msg[1]] = msg
+        elif msg and msg[0] == "done":
+            results.append(msg)
+            latest[msg[1]] = msg
+        if time.time() >= next_count:
+            stored = _count_stored(conn, t0 - 1)
+            samples.append((time.time() - t0, stored))
+            sent = sum(m[3] for m in latest.values())
+            _progress(f"[{time.time() - t0:5.1f}/{args.duration:.0f} s] offered {sent:,} fixes, "
+                      f"stored {stored:,} ({stored / max(0.1, time.time() - t0):,.0f}/s)")
+            next_count = time.time() + 2.0
+    if sys.stdout.isatty():
+        print()
+    for p in procs:
+        p.join(5)
+    return results, samples
+
+
+def _settle(conn: psycopg.Connection, t0: float, expected: int, limit_s: float) -> tuple[int, float]:
+    deadline = time.time() + limit_s
+    stored = _count_stored(conn, t0 - 1)
+    while stored < expected and time.time() < deadline:
+        time.sleep(0.5)
+        stored = _count_stored(conn, t0 - 1)
+    return stored, time.time()
+
+
+def _report(args, sent, fixes, acked, stored, stored_at_end, t0, t_pub_end, t_caught_up, lat,
+            n_violators, dead, decided0, decided1, progress) -> int:
+    pub_s = max(0.001, t_pub_end - t0)
+    offered = fixes / pub_s
+    sustained = stored / max(0.001, t_caught_up - t0)
+    backlog = acked * args.batch - stored_at_end
+    print(f"\noffered   {offered:12,.0f} fixes/s  ({sent:,} messages of {args.batch} fix(es), "
+          f"{acked:,} acknowledged by the broker, over {pub_s:.1f} s)")
+    print(f"stored    {sustained:12,.0f} fixes/s  sustained ({stored:,} stored; "
+          f"{stored_at_end:,} when publishing ended)")
+    if decided0 is not None and decided1 is not None:
+        print(f"decided   {(decided1 - decided0) / max(0.001, t_caught_up - t0):12,.0f} fixes/s  "
+              f"({decided1 - decided0:,.0f} decided)")
+    else:
+        print("decided   (the service's /metrics was not reachable)")
+    print(f"lag       {backlog:12,} fixes behind when publishing ended "
+          f"(broker + database), {max(0.0, t_caught_up - t_pub_end):.1f} s to catch up")
+    print(f"dead letters during the run: {dead:,}")
+    if lat:
+        print(f"fix-to-alert latency over {len(lat)} of {n_violators} violators: "
+              f"p50 {percentile(lat, 50) * 1000:.0f} ms, p95 {percentile(lat, 95) * 1000:.0f} ms, "
+              f"p99 {percentile(lat, 99) * 1000:.0f} ms")
+    else:
+        print(f"fix-to-alert latency: no exit alert seen for {n_violators} violators")
+    fell_behind = stored < acked * args.batch or sustained < 0.95 * offered
+    if fell_behind:
+        print("RESULT: the service fell behind the offered rate")
+        return 1
+    print("RESULT: the service kept up with the offered rate")
+    return 0
