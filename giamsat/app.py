@@ -169,7 +169,7 @@ def _child_env(settings: Settings, db_url: str, mqtt_url: str) -> dict[str, str]
 
 def _prepare_database(settings: Settings, db_url: str, demo: bool) -> Path | None:
     """Migrate, create the admin, and with --demo import the demo registry; return its file."""
-    from api.auth import ensure_admin
+    from api.officers import ensure_admin
 
     with connect(db_url) as conn:
         applied = migrate(conn)

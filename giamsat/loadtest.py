@@ -17,7 +17,6 @@ import os
 import queue
 import random
 import sys
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
