@@ -418,7 +418,7 @@ def _permits(
                 "valid_from": _at(today + timedelta(days=2), 7),
                 "valid_to": _at(today + timedelta(days=8), 19),
                 "reason": "Thăm bố đẻ ốm nặng ở xã bên (visit to a seriously ill father)",
-                "category": "visit",
+                "category": "family",  # a trip to relatives; "visit" means a visit to a banned locality
                 "destination": to_geojson(dest),
             }
         )

@@ -1,0 +1,491 @@
+"""``giamsat import FILE``: load registry data (units, supervisees with zones, devices, permits).
+
+All or nothing: the whole document is validated first, every error naming the JSON path of the
+bad record, then written in one transaction. Importing the same document twice changes nothing
+(rows are compared before they are written, so not even ``updated_at`` moves).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg.types.json import Jsonb
+
+from geofence.policy import Permit, PermitRefused, PolicyTable, Supervisee, check_permit
+from geofence.store import load_permits, load_supervisees, load_zones
+from geofence.zones import ZoneError, parse_geometry, parse_zone
+
+SENTENCE_TYPES = ("an_treo", "cai_tao_khong_giam_giu", "tha_tu_truoc_thoi_han",
+                  "hoan_tam_dinh_chi", "quan_che", "cam_cu_tru")
+DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PERMIT_CATEGORIES = ("medical", "visit", "work", "family", "other")
+
+
+class ImportError_(Exception):
+    """A document that cannot be imported; ``errors`` lists (json path, message)."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        lines = "\n".join(f"  {p}: {m}" for p, m in errors[:50])
+        more = f"\n  ... and {len(errors) - 50} more" if len(errors) > 50 else ""
+        super().__init__(f"{len(errors)} error(s), nothing imported:\n{lines}{more}")
+
+
+@dataclass
+class ImportSummary:
+    """How many rows of each kind were created, changed or already as in the document."""
+
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, kind: str, outcome: str) -> None:
+        self.counts.setdefault(kind, {"created": 0, "updated": 0, "unchanged": 0})[outcome] += 1
+
+    @property
+    def changed(self) -> bool:
+        return any(c["created"] or c["updated"] for c in self.counts.values())
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k}: {v['created']} created, {v['updated']} updated, "
+                         f"{v['unchanged']} unchanged" for k, v in self.counts.items())
+
+
+class _Checker:
+    """Collects (path, message) errors while reading a document."""
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, str]] = []
+
+    def fail(self, path: str, msg: str) -> None:
+        self.errors.append((path, msg))
+
+    def obj(self, value: Any, path: str) -> dict | None:
+        if not isinstance(value, dict):
+            self.fail(path, f"must be an object, got {type(value).__name__}")
+            return None
+        return value
+
+    def string(self, rec: dict, key: str, path: str, required: bool = True) -> str | None:
+        value = rec.get(key)
+        if value is None:
+            if required:
+                self.fail(f"{path}.{key}", "is required")
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.fail(f"{path}.{key}", "must be a non-empty string")
+            return None
+        return value
+
+    def positive_int(self, rec: dict, key: str, path: str, default: int) -> int:
+        value = rec.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            self.fail(f"{path}.{key}", "must be a positive integer")
+            return default
+        return value
+
+    def iso_date(self, rec: dict, key: str, path: str) -> date | None:
+        raw = self.string(rec, key, path)
+        if raw is None:
+            return None
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            self.fail(f"{path}.{key}", f"must be an ISO date YYYY-MM-DD, got {raw!r}")
+            return None
+
+    def iso_datetime(self, rec: dict, key: str, path: str) -> datetime | None:
+        raw = self.string(rec, key, path)
+        if raw is None:
+            return None
+        try:
+            value = datetime.fromisoformat(raw)
+        except ValueError:
+            self.fail(f"{path}.{key}", f"must be an ISO date-time, got {raw!r}")
+            return None
+        if value.tzinfo is None:
+            self.fail(f"{path}.{key}", "must carry a UTC offset, e.g. 2026-01-02T08:00:00+07:00")
+            return None
+        return value
+
+    def items(self, doc: dict, key: str) -> list[tuple[str, dict]]:
+        value = doc.get(key, [])
+        if not isinstance(value, list):
+            self.fail(f"$.{key}", "must be an array")
+            return []
+        out = []
+        for i, rec in enumerate(value):
+            path = f"$.{key}[{i}]"
+            if self.obj(rec, path) is not None:
+                out.append((path, rec))
+        return out
+
+
+def load_document(raw: bytes) -> dict:
+    """Parse the import file; a syntax error becomes an ImportError_ at ``$``."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ImportError_([("$", f"not valid JSON: {exc}")]) from exc
+    if not isinstance(doc, dict):
+        raise ImportError_([("$", "must be a JSON object with units, supervisees, devices, permits")])
+    return doc
+
+
+@dataclass
+class _Plan:
+    units: list[dict] = field(default_factory=list)
+    supervisees: list[dict] = field(default_factory=list)
+    zones: list[dict] = field(default_factory=list)
+    devices: list[dict] = field(default_factory=list)
+    permits: list[dict] = field(default_factory=list)
+
+
+def _existing(conn: psycopg.Connection, sql: str) -> set[str]:
+    return {r[0] for r in conn.execute(sql)}
+
+
+def validate(doc: dict, conn: psycopg.Connection, policies: PolicyTable) -> _Plan:
+    """Check the whole document against itself and the database; raise ImportError_."""
+    ck = _Checker()
+    plan = _Plan()
+    known_units = _existing(conn, "SELECT code FROM units")
+    doc_units = {rec.get("code") for _, rec in ck.items(doc, "units")}
+    _validate_units(ck, doc, plan, known_units | doc_units)
+    unit_codes = known_units | {u["code"] for u in plan.units}
+    sups = _validate_supervisees(ck, doc, plan, unit_codes)
+    known_sups = _existing(conn, "SELECT id FROM supervisees") | set(sups)
+    _validate_devices(ck, doc, plan, known_sups)
+    _validate_permits(ck, doc, plan, conn, sups, known_sups, policies)
+    if ck.errors:
+        raise ImportError_(ck.errors)
+    return plan
+
+
+def _validate_units(ck: _Checker, doc: dict, plan: _Plan, all_codes: set) -> None:
+    seen: set[str] = set()
+    for path, rec in ck.items(doc, "units"):
+        code = ck.string(rec, "code", path)
+        name = ck.string(rec, "name", path)
+        parent = rec.get("parent")
+        if parent is not None and (not isinstance(parent, str) or parent not in all_codes):
+            ck.fail(f"{path}.parent", f"names no unit in the document or registry: {parent!r}")
+        if code in seen:
+            ck.fail(f"{path}.code", f"duplicate unit code {code!r}")
+        if code is not None and parent == code:
+            ck.fail(f"{path}.parent", "a unit cannot be its own parent")
+        seen.add(code or "")
+        boundary = None
+        if rec.get("boundary") is not None:
+            try:
+                parse_geometry(rec["boundary"], f"{path}.boundary")
+                boundary = rec["boundary"]
+            except ZoneError as exc:
+                ck.fail(exc.path, str(exc.message))
+        ack = ck.positive_int(rec, "ack_within_s", path, 300)
+        if code and name:
+            plan.units.append({"code": code, "name": name, "parent": parent,
+                               "boundary": boundary, "ack_within_s": ack})
+
+
+def _validate_supervisees(ck: _Checker, doc: dict, plan: _Plan, units: set) -> dict[str, dict]:
+    sups: dict[str, dict] = {}
+    for path, rec in ck.items(doc, "supervisees"):
+        sid = ck.string(rec, "id", path)
+        name = ck.string(rec, "name", path)
+        stype = rec.get("sentence_type")
+        if stype not in SENTENCE_TYPES:
+            ck.fail(f"{path}.sentence_type", f"must be one of {', '.join(SENTENCE_TYPES)}")
+        start = ck.iso_date(rec, "sentence_start", path)
+        end = ck.iso_date(rec, "sentence_end", path)
+        if start and end and end < start:
+            ck.fail(f"{path}.sentence_end", "is before sentence_start")
+        unit = ck.string(rec, "unit", path)
+        if unit is not None and unit not in units:
+            ck.fail(f"{path}.unit", f"names no unit: {unit!r}")
+        residence = rec.get("residence_unit")
+        if residence is not None and residence not in units:
+            ck.fail(f"{path}.residence_unit", f"names no unit: {residence!r}")
+        if sid in sups:
+            ck.fail(f"{path}.id", f"duplicate supervisee id {sid!r}")
+        if sid is None:
+            continue
+        zones = _validate_zones(ck, rec, path, sid, plan)
+        row = {"id": sid, "name": name, "sentence_type": stype, "sentence_start": start,
+               "sentence_end": end, "unit": unit, "residence_unit": residence or unit,
+               "zones": zones}
+        sups[sid] = row
+        plan.supervisees.append(row)
+    return sups
+
+
+def _validate_zones(ck: _Checker, rec: dict, path: str, sid: str, plan: _Plan) -> list:
+    raw = rec.get("zones", [])
+    if not isinstance(raw, list):
+        ck.fail(f"{path}.zones", "must be an array")
+        return []
+    parsed, ids = [], set()
+    for j, z in enumerate(raw):
+        zpath = f"{path}.zones[{j}]"
+        try:
+            zone = parse_zone(z, sid, zpath)
+        except ZoneError as exc:
+            ck.fail(exc.path, str(exc.message))
+            continue
+        if zone.id in ids:
+            ck.fail(f"{zpath}.id", f"duplicate zone id {zone.id!r} for this supervisee")
+        ids.add(zone.id)
+        parsed.append(zone)
+        plan.zones.append(_zone_row(sid, z, zone))
+    return parsed
+
+
+def _zone_row(sid: str, raw: dict, zone: Any) -> dict:
+    center = raw.get("center")
+    return {"supervisee_id": sid, "id": zone.id, "kind": zone.kind, "purpose": zone.purpose,
+            "geometry": raw.get("geometry") if center is None else None,
+            "center_lon": center[0] if center else None,
+            "center_lat": center[1] if center else None,
+            "radius_m": raw.get("radius_m") if center else None,
+            "schedule": raw.get("schedule"), "margin_m": raw.get("margin_m"),
+            "confirm_fixes": raw.get("confirm_fixes"),
+            "escalate_after_s": raw.get("escalate_after_s")}
+
+
+def _validate_devices(ck: _Checker, doc: dict, plan: _Plan, sups: set) -> None:
+    seen: set[str] = set()
+    for path, rec in ck.items(doc, "devices"):
+        did = ck.string(rec, "id", path)
+        if did is not None and not DEVICE_ID.match(did):
+            ck.fail(f"{path}.id", "must match [A-Za-z0-9_-]{1,64}")
+            continue
+        if did in seen:
+            ck.fail(f"{path}.id", f"duplicate device id {did!r}")
+        seen.add(did or "")
+        sup = rec.get("supervisee")
+        if sup is not None and sup not in sups:
+            ck.fail(f"{path}.supervisee", f"names no supervisee: {sup!r}")
+        if did:
+            plan.devices.append({"id": did, "supervisee": sup})
+
+
+def _validate_permits(ck: _Checker, doc: dict, plan: _Plan, conn: psycopg.Connection,
+                      sups: dict, known: set, policies: PolicyTable) -> None:
+    accepted: dict[str, list[Permit]] = {}
+    for path, rec in ck.items(doc, "permits"):
+        sid = ck.string(rec, "supervisee", path)
+        if sid is not None and sid not in known:
+            ck.fail(f"{path}.supervisee", f"names no supervisee: {sid!r}")
+            continue
+        vfrom = ck.iso_datetime(rec, "valid_from", path)
+        vto = ck.iso_datetime(rec, "valid_to", path)
+        reason = ck.string(rec, "reason", path)
+        category = rec.get("category", "other")
+        if category not in PERMIT_CATEGORIES:
+            ck.fail(f"{path}.category", f"must be one of {', '.join(PERMIT_CATEGORIES)}")
+        dest = rec.get("destination")
+        if dest != "anywhere":
+            try:
+                parse_geometry(dest, f"{path}.destination")
+            except ZoneError as exc:
+                ck.fail(exc.path, f"{exc.message} (or the string \"anywhere\")")
+                continue
+        if vfrom and vto and vto <= vfrom:
+            ck.fail(f"{path}.valid_to", "must be after valid_from")
+            continue
+        if None in (sid, vfrom, vto, reason):
+            continue
+        row = {"supervisee_id": sid, "valid_from": vfrom, "valid_to": vto, "reason": reason,
+               "category": category, "destination": None if dest == "anywhere" else dest,
+               "anywhere": dest == "anywhere"}
+        refusal = _policy_refusal(conn, row, sups, accepted, policies)
+        if refusal:
+            ck.fail(path, refusal)
+            continue
+        plan.permits.append(row)
+
+
+def _policy_refusal(conn: psycopg.Connection, row: dict, sups: dict, accepted: dict,
+                    policies: PolicyTable) -> str | None:
+    """Check a permit against the sentence policy, with the supervisee's other permits (stored
+    and earlier in this document); a refusal message, or None when it is accepted."""
+    sid = row["supervisee_id"]
+    if sid in sups:
+        s = sups[sid]
+        if s["sentence_type"] not in SENTENCE_TYPES or None in (s["sentence_start"],
+                                                                s["sentence_end"]):
+            return None  # the supervisee's own errors are reported already
+        supervisee = Supervisee(sid, s["sentence_type"], s["sentence_start"], s["sentence_end"])
+        zones = s["zones"]
+    else:
+        supervisee = load_supervisees(conn, [sid])[0]
+        zones = load_zones(conn, [sid])
+    dest = None if row["anywhere"] else parse_geometry(row["destination"])
+    permit = Permit(sid, row["valid_from"], row["valid_to"], row["reason"], row["category"], dest)
+    if sid not in accepted:
+        accepted[sid] = load_permits(conn, [sid])
+    others = [p for p in accepted[sid] if (p.from_ms, p.to_ms, p.reason) !=
+              (permit.from_ms, permit.to_ms, permit.reason)]  # re-import of the same permit
+    try:
+        check_permit(permit, supervisee, others, zones, policies)
+    except PermitRefused as exc:
+        return f"refused by the sentence policy, rule {exc.rule}: {exc.message}"
+    except LookupError as exc:  # no policy version in force on that date
+        return f"refused: {exc}"
+    accepted[sid].append(permit)
+    return None
+
+
+def _unit_order(units: list[dict]) -> list[dict]:
+    """Parents before children, so the parent foreign key holds at every insert."""
+    by_code = {u["code"]: u for u in units}
+    out: list[dict] = []
+    placed: set[str] = set()
+
+    def place(u: dict, chain: tuple[str, ...]) -> None:
+        if u["code"] in placed or u["code"] in chain:
+            return
+        parent = by_code.get(u["parent"] or "")
+        if parent is not None:
+            place(parent, (*chain, u["code"]))
+        placed.add(u["code"])
+        out.append(u)
+
+    for u in units:
+        place(u, ())
+    return out
+
+
+_UPSERT_UNIT = """
+INSERT INTO units (code, name, parent, boundary, ack_within_s) VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, parent = EXCLUDED.parent,
+    boundary = EXCLUDED.boundary, ack_within_s = EXCLUDED.ack_within_s, updated_at = now()
+WHERE (units.name, units.parent, units.boundary, units.ack_within_s)
+    IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.parent, EXCLUDED.boundary, EXCLUDED.ack_within_s)
+RETURNING (xmax = 0)
+"""
+
+_UPSERT_SUPERVISEE = """
+INSERT INTO supervisees (id, name, sentence_type, sentence_start, sentence_end, unit,
+                         residence_unit)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, sentence_type = EXCLUDED.sentence_type,
+    sentence_start = EXCLUDED.sentence_start, sentence_end = EXCLUDED.sentence_end,
+    unit = EXCLUDED.unit, residence_unit = EXCLUDED.residence_unit, updated_at = now()
+WHERE (s.name, s.sentence_type, s.sentence_start, s.sentence_end, s.unit, s.residence_unit)
+    IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.sentence_type, EXCLUDED.sentence_start,
+                      EXCLUDED.sentence_end, EXCLUDED.unit, EXCLUDED.residence_unit)
+RETURNING (xmax = 0)
+""".replace("INSERT INTO supervisees", "INSERT INTO supervisees AS s")
+
+_ZONE_COLS = ("kind", "purpose", "geometry", "center_lon", "center_lat", "radius_m", "schedule",
+              "margin_m", "confirm_fixes", "escalate_after_s")
+_UPSERT_ZONE = f"""
+INSERT INTO zones AS z (supervisee_id, id, {", ".join(_ZONE_COLS)})
+VALUES (%s, %s, {", ".join(["%s"] * len(_ZONE_COLS))})
+ON CONFLICT (supervisee_id, id) DO UPDATE SET
+    {", ".join(f"{c} = EXCLUDED.{c}" for c in _ZONE_COLS)},
+    version = z.version + 1, updated_at = now()
+WHERE ({", ".join(f"z.{c}" for c in _ZONE_COLS)})
+    IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in _ZONE_COLS)})
+RETURNING (xmax = 0)
+"""
+
+_INSERT_PERMIT = """
+INSERT INTO permits (supervisee_id, valid_from, valid_to, reason, category, destination,
+                     anywhere, granted_by)
+VALUES (%s, %s, %s, %s, %s, %s, %s, 'import')
+ON CONFLICT (supervisee_id, valid_from, valid_to, reason) DO NOTHING
+RETURNING id
+"""
+
+
+def _outcome(row: tuple | None) -> str:
+    if row is None:
+        return "unchanged"
+    return "created" if row[0] else "updated"
+
+
+def _json(value: Any) -> Jsonb | None:
+    return None if value is None else Jsonb(value)
+
+
+def apply(conn: psycopg.Connection, plan: _Plan) -> ImportSummary:
+    """Write a validated plan in the caller's transaction."""
+    summary = ImportSummary()
+    for u in _unit_order(plan.units):
+        row = conn.execute(_UPSERT_UNIT, (u["code"], u["name"], u["parent"],
+                                          _json(u["boundary"]), u["ack_within_s"])).fetchone()
+        summary.add("units", _outcome(row))
+    for s in plan.supervisees:
+        row = conn.execute(_UPSERT_SUPERVISEE, (s["id"], s["name"], s["sentence_type"],
+                                                s["sentence_start"], s["sentence_end"],
+                                                s["unit"], s["residence_unit"])).fetchone()
+        summary.add("supervisees", _outcome(row))
+    _apply_zones(conn, plan, summary)
+    for d in plan.devices:
+        summary.add("devices", _apply_device(conn, d))
+    for p in plan.permits:
+        row = conn.execute(_INSERT_PERMIT, (p["supervisee_id"], p["valid_from"], p["valid_to"],
+                                            p["reason"], p["category"], _json(p["destination"]),
+                                            p["anywhere"])).fetchone()
+        summary.add("permits", "created" if row else "unchanged")
+    if summary.changed:
+        conn.execute("UPDATE registry_version SET version = version + 1")
+    return summary
+
+
+def _apply_zones(conn: psycopg.Connection, plan: _Plan, summary: ImportSummary) -> None:
+    for z in plan.zones:
+        values = [z[c] for c in _ZONE_COLS]
+        values[2] = _json(values[2])   # geometry
+        values[6] = _json(values[6])   # schedule
+        row = conn.execute(_UPSERT_ZONE, (z["supervisee_id"], z["id"], *values)).fetchone()
+        summary.add("zones", _outcome(row))
+    # The document lists each imported supervisee's zones in full: drop the ones it no longer has.
+    for s in plan.supervisees:
+        keep = [z.id for z in s["zones"]]
+        cur = conn.execute("DELETE FROM zones WHERE supervisee_id = %s AND NOT (id = ANY(%s))",
+                           (s["id"], keep))
+        for _ in range(cur.rowcount):
+            summary.add("zones", "updated")
+
+
+def _apply_device(conn: psycopg.Connection, d: dict) -> str:
+    row = conn.execute("SELECT supervisee_id FROM devices WHERE id = %s", (d["id"],)).fetchone()
+    if row is None:
+        conn.execute("INSERT INTO devices (id, supervisee_id) VALUES (%s, %s)",
+                     (d["id"], d["supervisee"]))
+        _open_assignment(conn, d)
+        return "created"
+    if row[0] == d["supervisee"]:
+        return "unchanged"
+    conn.execute("UPDATE devices SET supervisee_id = %s WHERE id = %s", (d["supervisee"], d["id"]))
+    conn.execute("UPDATE device_assignments SET unassigned_at = now() "
+                 "WHERE device_id = %s AND unassigned_at IS NULL", (d["id"],))
+    _open_assignment(conn, d)
+    return "updated"
+
+
+def _open_assignment(conn: psycopg.Connection, d: dict) -> None:
+    if d["supervisee"] is not None:
+        conn.execute("INSERT INTO device_assignments (device_id, supervisee_id, assigned_by) "
+                     "VALUES (%s, %s, 'import')", (d["id"], d["supervisee"]))
+
+
+def import_document(conn: psycopg.Connection, doc: dict,
+                    policies: PolicyTable | None = None) -> ImportSummary:
+    """Validate then write ``doc`` in one transaction: all or nothing."""
+    policies = policies or PolicyTable.default()
+    with conn.transaction():
+        plan = validate(doc, conn, policies)
+        return apply(conn, plan)
+
+
+def import_file(conn: psycopg.Connection, path: str) -> ImportSummary:
+    """Read and import a JSON file."""
+    with open(path, "rb") as fh:
+        return import_document(conn, load_document(fh.read()))
