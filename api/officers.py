@@ -1,0 +1,171 @@
+"""Officers: the people who sign in to the API, their roles and argon2 password hashes.
+
+Roles (issue 5): ``commune`` sees its own unit only; ``province`` sees its unit and the commune
+units under it; ``admin`` sees everything and manages units, officers and devices.
+
+The functions that write run in the caller's transaction when one is open (psycopg's
+``conn.transaction()`` is a savepoint then) and commit on their own on an idle connection.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import secrets
+from dataclasses import dataclass
+
+import psycopg
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+ROLES = ("commune", "province", "admin")
+USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
+MIN_PASSWORD = 8
+
+# argon2id with argon2-cffi's RFC 9106 "low memory" profile defaults: ~50 ms per hash.
+_HASHER = PasswordHasher()
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the username is unknown, so a miss costs as long as a hit."""
+    return _HASHER.hash(secrets.token_urlsafe(16))
+
+
+class OfficerError(ValueError):
+    """An officer record that cannot be written; ``field`` names the bad input."""
+
+    def __init__(self, field: str, message: str, *, conflict: bool = False):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.conflict = conflict
+
+
+@dataclass(frozen=True)
+class Officer:
+    """A signed-in officer as the API sees them: no password hash."""
+
+    username: str
+    role: str
+    unit: str | None
+    display_name: str | None = None
+    active: bool = True
+
+    def as_json(self) -> dict:
+        return {"username": self.username, "role": self.role, "unit": self.unit,
+                "display_name": self.display_name, "active": self.active}
+
+
+_COLUMNS = "username, role, unit, display_name, active"
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of ``password``."""
+    return _HASHER.hash(password)
+
+
+def check_fields(username: str, password: str | None, role: str, unit: str | None) -> None:
+    """Raise OfficerError for a malformed username, short password or role/unit mismatch."""
+    if not USERNAME.match(username):
+        raise OfficerError("username", "must be 3-64 letters, digits, '_', '.' or '-'")
+    if password is not None and len(password) < MIN_PASSWORD:
+        raise OfficerError("password", f"must be at least {MIN_PASSWORD} characters")
+    if role not in ROLES:
+        raise OfficerError("role", f"must be one of {', '.join(ROLES)}")
+    if role != "admin" and not unit:
+        raise OfficerError("unit", f"a {role} officer needs a unit")
+
+
+def _check_unit(conn: psycopg.Connection, unit: str | None) -> None:
+    if unit is not None and conn.execute("SELECT 1 FROM units WHERE code = %s",
+                                         (unit,)).fetchone() is None:
+        raise OfficerError("unit", f"no unit with code {unit!r}")
+
+
+def get_officer(conn: psycopg.Connection, username: str) -> Officer | None:
+    """The officer named ``username``, active or not, or None."""
+    row = conn.execute(f"SELECT {_COLUMNS} FROM officers WHERE username = %s",
+                       (username,)).fetchone()
+    return Officer(*row) if row else None
+
+
+def list_officers(conn: psycopg.Connection) -> list[Officer]:
+    """Every officer, by username."""
+    return [Officer(*r) for r in conn.execute(f"SELECT {_COLUMNS} FROM officers ORDER BY 1")]
+
+
+def create_officer(conn: psycopg.Connection, username: str, password: str, role: str,
+                   unit: str | None, *, display_name: str | None = None,
+                   exist_ok: bool = False) -> Officer:
+    """Create an officer (argon2-hashed password); with ``exist_ok`` an existing one is reset
+    to these values (demo data, run at every start). Raise OfficerError otherwise."""
+    check_fields(username, password, role, unit)
+    conflict = ("DO UPDATE SET password_hash = EXCLUDED.password_hash, role = EXCLUDED.role, "
+                "unit = EXCLUDED.unit, display_name = EXCLUDED.display_name, active = true, "
+                "updated_at = now()") if exist_ok else "DO NOTHING"
+    with conn.transaction():
+        _check_unit(conn, unit)
+        row = conn.execute(
+            "INSERT INTO officers (username, password_hash, role, unit, display_name) "
+            f"VALUES (%s, %s, %s, %s, %s) ON CONFLICT (username) {conflict} "
+            f"RETURNING {_COLUMNS}",
+            (username, hash_password(password), role, unit, display_name)).fetchone()
+    if row is None:
+        raise OfficerError("username", f"officer {username!r} exists already", conflict=True)
+    return Officer(*row)
+
+
+def update_officer(conn: psycopg.Connection, username: str, *, role: str | None = None,
+                   unit: str | None = None, password: str | None = None,
+                   display_name: str | None = None, active: bool | None = None) -> Officer | None:
+    """Change the given fields of an officer; None when there is no such officer."""
+    with conn.transaction():
+        current = get_officer(conn, username)
+        if current is None:
+            return None
+        role = role or current.role
+        unit = unit if unit is not None else current.unit
+        check_fields(username, password, role, unit)
+        _check_unit(conn, unit)
+        row = conn.execute(
+            "UPDATE officers SET role = %s, unit = %s, "
+            "password_hash = coalesce(%s, password_hash), "
+            "display_name = coalesce(%s, display_name), active = coalesce(%s, active), "
+            f"updated_at = now() WHERE username = %s RETURNING {_COLUMNS}",
+            (role, unit, hash_password(password) if password else None, display_name, active,
+             username)).fetchone()
+    return Officer(*row)
+
+
+def authenticate(conn: psycopg.Connection, username: str, password: str) -> Officer | None:
+    """The active officer whose password this is, or None (same cost for unknown names)."""
+    row = conn.execute(f"SELECT password_hash, {_COLUMNS} FROM officers WHERE username = %s",
+                       (username,)).fetchone()
+    try:
+        _HASHER.verify(row[0] if row else _dummy_hash(), password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if row is None or not row[5]:
+        return None
+    if _HASHER.check_needs_rehash(row[0]):
+        conn.execute("UPDATE officers SET password_hash = %s WHERE username = %s",
+                     (hash_password(password), username))
+    return Officer(*row[1:])
+
+
+def ensure_admin(conn: psycopg.Connection, password: str | None) -> str | None:
+    """Create the user ``admin`` at first start (``GIAMSAT_ADMIN_PASSWORD``).
+
+    Returns the password when the user was created now (a random one when ``password`` is
+    None, for the composition root to print once), None when ``admin`` existed already: a
+    later change of the setting does not overwrite a password set since.
+    """
+    password = password or secrets.token_urlsafe(12)
+    try:
+        create_officer(conn, "admin", password, "admin", None, display_name="Administrator")
+    except OfficerError as exc:
+        if exc.conflict:  # created at an earlier start (or by another process just now)
+            return None
+        raise
+    return password

@@ -1,0 +1,129 @@
+"""Zones as GeoJSON at the API's edge.
+
+Out: each zone is a Feature whose ``id`` is the zone id; a polygon zone carries its geometry, a
+circle zone a ``Point`` at its centre with ``properties.radius_m``; the other properties are the
+zone's fields of contract §4 (``kind``, ``purpose``, ``schedule``, overrides).
+
+In: the same Feature, or the contract's zone object (``geometry`` or ``center`` + ``radius_m``).
+Both are validated by ``geofence.zones.parse_zone``; its error path is mapped back onto the
+document that was sent (``$.properties.kind`` for a Feature, ``$.kind`` for a zone object).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from api.errors import Problem
+from api.wire import feature, point, to_ms
+from geofence.zones import Zone, ZoneError, parse_zone
+
+log = logging.getLogger("giamsat.api")
+
+_OVERRIDES = ("margin_m", "confirm_fixes", "escalate_after_s")
+_TOP_LEVEL_OF_FEATURE = ("geometry", "id", "type")
+
+
+def zone_feature(row: dict[str, Any]) -> dict:
+    """A ``zones`` row as a GeoJSON Feature."""
+    props: dict[str, Any] = {"kind": row["kind"], "purpose": row["purpose"],
+                             "schedule": row["schedule"], "version": row["version"],
+                             "updated_at": to_ms(row["updated_at"])}
+    for key in _OVERRIDES:
+        props[key] = row[key]
+    if row["radius_m"] is not None:
+        props["radius_m"] = row["radius_m"]
+        geometry = point(row["center_lon"], row["center_lat"])
+    else:
+        geometry = row["geometry"]
+    return feature(geometry, props, id=row["id"])
+
+
+def _from_feature(doc: dict[str, Any], zone_id: str) -> dict[str, Any]:
+    """A Feature -> the contract's zone object (Point + radius_m -> circle)."""
+    props = doc.get("properties") or {}
+    if not isinstance(props, dict):
+        raise Problem(422, "properties must be an object", path="$.properties")
+    geometry = doc.get("geometry")
+    obj = {k: v for k, v in props.items() if k not in ("version", "updated_at")}
+    obj["id"] = zone_id
+    if isinstance(geometry, dict) and geometry.get("type") == "Point":
+        obj["center"] = geometry.get("coordinates")
+    else:
+        obj["geometry"] = geometry
+    return obj
+
+
+def _feature_path(path: str) -> str:
+    """Map a zone-object error path onto the Feature that was sent."""
+    rest = path[1:] if path.startswith("$") else path
+    key = rest.lstrip(".").split(".")[0].split("[")[0]
+    if key == "center":
+        return "$.geometry.coordinates" + rest[len(".center"):]
+    if key and key not in _TOP_LEVEL_OF_FEATURE:
+        return "$.properties" + rest
+    return "$" + rest
+
+
+def parse_zone_document(doc: Any, supervisee_id: str, zone_id: str) -> tuple[dict, Zone]:
+    """Validate a zone sent to the API; return (the contract's zone object, the Zone).
+
+    Raises Problem(422) naming the JSON path of the bad part of ``doc``.
+    """
+    if not isinstance(doc, dict):
+        raise Problem(422, "expected a GeoJSON Feature or a zone object", path="$")
+    is_feature = doc.get("type") == "Feature"
+    if not is_feature and doc.get("id", zone_id) != zone_id:
+        raise Problem(422, f"id {doc.get('id')!r} differs from the zone id in the URL",
+                      path="$.id")
+    obj = _from_feature(doc, zone_id) if is_feature else {**doc, "id": zone_id}
+    try:
+        zone = parse_zone(obj, supervisee_id, "$")
+    except ZoneError as exc:
+        path = _feature_path(exc.path) if is_feature else exc.path
+        raise Problem(422, f"invalid zone: {exc.message}", path=path) from exc
+    return obj, zone
+
+
+def zone_row(obj: dict[str, Any], zone: Zone) -> dict[str, Any]:
+    """The ``zones`` columns of a validated zone."""
+    circle = zone.circle
+    return {"kind": zone.kind, "purpose": zone.purpose,
+            "geometry": None if circle else obj["geometry"],
+            "center_lon": circle.lon if circle else None,
+            "center_lat": circle.lat if circle else None,
+            "radius_m": circle.radius_m if circle else None,
+            "schedule": [w.to_json() for w in zone.schedule] or None, "margin_m": zone.margin_m,
+            "confirm_fixes": zone.confirm_fixes, "escalate_after_s": zone.escalate_after_s}
+
+
+def stored_zones(conn: psycopg.Connection, sid: str) -> list[Zone]:
+    """The supervisee's zones as geofence ``Zone`` values, by id. A stored zone the geofence
+    refuses (written around the API and the importer) is left out and logged, by id."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute("SELECT * FROM zones WHERE supervisee_id = %s ORDER BY id",
+                           (sid,)).fetchall()
+    out = []
+    for r in rows:
+        try:
+            out.append(parse_zone(zone_object(r), sid, "$"))
+        except ZoneError as exc:
+            log.warning("stored zone %s of supervisee %s is invalid at %s", r["id"], sid,
+                        exc.path)
+    return out
+
+
+def zone_object(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``zones`` row as the contract's zone object (what ``parse_zone`` reads)."""
+    obj = {"id": row["id"], "kind": row["kind"], "purpose": row["purpose"]}
+    if row["radius_m"] is not None:
+        obj.update(center=[row["center_lon"], row["center_lat"]], radius_m=row["radius_m"])
+    else:
+        obj["geometry"] = row["geometry"]
+    for key in ("schedule", "margin_m", "confirm_fixes", "escalate_after_s"):
+        if row[key] is not None:
+            obj[key] = row[key]
+    return obj
