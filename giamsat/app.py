@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 
 from config import Settings
+from giamsat.brokerconfig import EmbeddedBrokerAuth, embedded_broker_auth
 from giamsat.services import EmbeddedMosquitto, EmbeddedPostgres, ServiceError, port_is_free
 from schema import connect, migrate
 
@@ -96,6 +97,7 @@ class Child:
     proc: subprocess.Popen | None = None
     restarts: int = 0
     started_at: float = 0.0
+    restart_at: float | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(self.argv, env=self.env)
@@ -103,16 +105,21 @@ class Child:
         log.info("started %s (pid %d)", self.name, self.proc.pid)
 
     def check(self) -> None:
+        """Restart the child when it has died, after a backoff that never blocks the caller."""
         if self.proc is None or self.proc.poll() is None:
             return
-        code = self.proc.returncode
-        if time.monotonic() - self.started_at > 60:
-            self.restarts = 0  # it ran a while: a fresh failure, not a crash loop
-        delay = min(30.0, 2.0 ** self.restarts)
-        self.restarts += 1
-        log.warning("%s exited with code %s; restarting in %.0f s", self.name, code, delay)
-        time.sleep(delay)
-        self.start()
+        now = time.monotonic()
+        if self.restart_at is None:
+            if now - self.started_at > 60:
+                self.restarts = 0  # it ran a while: a fresh failure, not a crash loop
+            delay = min(30.0, 2.0 ** self.restarts)
+            self.restarts += 1
+            self.restart_at = now + delay
+            log.warning("%s exited with code %s; restarting in %.0f s", self.name,
+                        self.proc.returncode, delay)
+        elif now >= self.restart_at:
+            self.restart_at = None
+            self.start()
 
     def stop(self, timeout_s: float = 20.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -132,6 +139,7 @@ class Stack:
 
     pg: EmbeddedPostgres | None = None
     mqtt: EmbeddedMosquitto | None = None
+    broker_auth: EmbeddedBrokerAuth | None = None  # the embedded broker's logins and files
     children: list[Child] = field(default_factory=list)
 
     def stop(self) -> None:
@@ -143,8 +151,10 @@ class Stack:
             self.pg.stop()
 
 
-def _start_services(settings: Settings, stack: Stack) -> tuple[str, str]:
-    """Resolve (database URL, MQTT URL), starting embedded services where none is configured."""
+def _start_services(settings: Settings, stack: Stack) -> tuple[str, str, str]:
+    """Resolve (database URL, service MQTT URL, simulator MQTT URL), starting embedded services
+    where none is configured. The embedded broker admits only the logins and devices that
+    ``giamsat.brokerconfig`` writes from the registry (contract §1)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.database_url:
         db_url = settings.database_url
@@ -152,11 +162,31 @@ def _start_services(settings: Settings, stack: Stack) -> tuple[str, str]:
         stack.pg = EmbeddedPostgres(_pg_dir(settings), settings.embedded_pg_port)
         db_url = _ensure_database(stack.pg.start())
     if settings.mqtt_url:
-        mqtt_url = settings.mqtt_url
-    else:
-        stack.mqtt = EmbeddedMosquitto(settings.data_dir / "mosquitto", settings.embedded_mqtt_port)
-        mqtt_url = stack.mqtt.start()
-    return db_url, mqtt_url
+        return db_url, settings.mqtt_url, settings.mqtt_url
+    auth = embedded_broker_auth(settings.data_dir, settings.mqtt_username, settings.mqtt_password)
+    with connect(db_url) as conn:
+        migrate(conn)  # device_credentials
+        auth.sync(conn)
+    stack.broker_auth = auth
+    stack.mqtt = EmbeddedMosquitto(settings.data_dir / "mosquitto", settings.embedded_mqtt_port,
+                                   auth_lines=auth.auth_lines())
+    stack.mqtt.start()
+    port = settings.embedded_mqtt_port
+    return db_url, auth.service.url("127.0.0.1", port), auth.simulator.url("127.0.0.1", port)
+
+
+def _sync_broker(stack: Stack, db_url: str) -> None:
+    """After a registry change (demo import, `giamsat import`): rewrite the embedded broker's
+    password file and ACL and make it re-read them (SIGHUP)."""
+    if stack.broker_auth is None or stack.mqtt is None:
+        return
+    try:
+        with connect(db_url) as conn:
+            if stack.broker_auth.sync(conn):
+                stack.mqtt.reload()
+                log.info("broker credentials updated from the registry")
+    except psycopg.Error as exc:  # the database may be restarting: try again next round
+        log.warning("broker credentials not updated: %s", exc)
 
 
 def _child_env(settings: Settings, db_url: str, mqtt_url: str) -> dict[str, str]:
@@ -203,12 +233,12 @@ def _load_demo(conn: psycopg.Connection, settings: Settings) -> Path:
 
 
 def _children(settings: Settings, env: dict[str, str], demo_file: Path | None,
-              simulate: bool, devices: int | None) -> list[Child]:
+              simulate: bool, devices: int | None, sim_url: str) -> list[Child]:
     exe = [sys.executable, "-m", "giamsat"]
     kids = [Child("worker", [*exe, "worker"], env), Child("api", [*exe, "api"], env)]
     if demo_file is not None and simulate:
         sim = [*exe, "simulate", "--registry", str(demo_file), "--duration", "86400",
-               "--mqtt-url", env["GIAMSAT_MQTT_URL"], "--scenario", "normal,exit,enter_ban",
+               "--mqtt-url", sim_url, "--scenario", "normal,exit,enter_ban",
                "--quiet"]
         if devices:
             sim += ["--devices", str(devices)]
@@ -229,18 +259,23 @@ def run_up(settings: Settings, demo: bool = False, simulate: bool = True,
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        db_url, mqtt_url = _start_services(settings, stack)
+        db_url, mqtt_url, sim_url = _start_services(settings, stack)
         demo_file = _prepare_database(settings, db_url, demo)
+        _sync_broker(stack, db_url)  # the demo registry's devices
         env = _child_env(settings, db_url, mqtt_url)
-        stack.children = _children(settings, env, demo_file, simulate, devices)
+        stack.children = _children(settings, env, demo_file, simulate, devices, sim_url)
         for child in stack.children:
             child.start()
         host, port = settings.http_host_port()
         print(f"\n  giamsat is up: dashboard http://{host}:{port}/  (Ctrl-C to stop)\n",
               flush=True)
+        next_sync = time.monotonic() + 5
         while not stopping:
             for child in stack.children:
                 child.check()
+            if time.monotonic() >= next_sync:
+                _sync_broker(stack, db_url)
+                next_sync = time.monotonic() + 5
             time.sleep(0.5)
         log.info("stopping")
         return 0

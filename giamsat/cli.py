@@ -80,7 +80,19 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="a device fleet publishing by the device protocol",
                        description="Simulate a fleet of monitoring devices over MQTT.")
     sim_cli.add_arguments(p)
-    p.set_defaults(func=lambda a, s: sim_cli.run(a))
+    p.set_defaults(func=_cmd_simulate)
+
+
+def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from simulators import cli as sim_cli
+
+    if args.mqtt_url == sim_cli.DEFAULT_URL and not settings.mqtt_url:
+        # the embedded broker is secured: publish with its simulator login
+        from giamsat.brokerconfig import embedded_broker_auth
+
+        auth = embedded_broker_auth(settings.data_dir)
+        args.mqtt_url = auth.simulator.url("127.0.0.1", settings.embedded_mqtt_port)
+    return sim_cli.run(args)
 
 
 def _add_optional(sub: argparse._SubParsersAction, name: str, module: str, help_: str) -> None:
