@@ -288,8 +288,14 @@ def run_up(settings: Settings, demo: bool = False, simulate: bool = True,
 
 def run_api(settings: Settings) -> int:
     """``giamsat api``: the HTTP API and dashboard in this process."""
-    from api.serve import run
+    from prometheus_client import CollectorRegistry
 
+    from api.serve import run
+    from giamsat.observe import HEALTH_FILE, WorkerMetrics, worker_readiness
+
+    registry = CollectorRegistry()
+    registry.register(WorkerMetrics(f"http://127.0.0.1:{settings.worker_metrics_port}/metrics"))
     with database_url(settings) as url:
-        run(settings, url, secret_key(settings))
+        run(settings, url, secret_key(settings), registry=registry,
+            readiness=worker_readiness(settings.data_dir / HEALTH_FILE))
     return 0
