@@ -1,0 +1,651 @@
+"""The packed zone index of all supervisees: compiled grids in shared slabs, updated per
+supervisee (only zones whose shape or band changed are recompiled), queried in bulk.
+
+Hot path (`locate`): a fix's cell in its zone's grid from float32 offsets, one gather of packed
+zone parameters and one of the cell byte. Near path (`near_distance`): exact metres to the
+candidate edges of the fix's near cell and its side by crossing parity from the cell's anchor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+from numpy.typing import NDArray
+from shapely.geometry.base import BaseGeometry
+
+from geofence.geodesy import metres_per_degree, vincenty
+from geofence.grid import (
+    NEAR_BASE,
+    NO_ZONE_CELL,
+    CompiledGrid,
+    GridOptions,
+    anchor_offsets,
+    compile_circle,
+    compile_polygons,
+    edges_from,
+)
+from geofence.policy import Permit
+from geofence.schedule import DEFAULT_TZ, Window, week_mask
+from geofence.slab import Slab
+from geofence.zones import Circle, Zone
+
+LON_REF, LAT_REF = 105.0, 15.0  # float32 offsets from here keep ~0.1 m anywhere in Vietnam
+EXCLUSION_BIT = 0x8000  # set in the cell values of exclusion zones
+VALUE_MASK = 0x7FFF
+NEAR_CHUNK = 1024  # near pairs per pass (~20k candidate edges: the temporaries stay in L2)
+IntArray = NDArray[np.intp]
+FloatArray = NDArray[np.float64]
+
+
+@dataclass
+class _Row:
+    """Where one compiled zone lives in the slabs."""
+
+    key: bytes
+    cell_off: int
+    n_cells: int
+    near_off: int
+    n_near: int
+    vert_off: int
+    n_vert: int
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """A shape a supervisee needs compiled (a zone or a permit destination)."""
+
+    key: bytes
+    circle: Circle | None
+    geometry: BaseGeometry
+    band: float
+    margin: float
+    sign: int
+
+
+@dataclass
+class _Plan:
+    """What `set_supervisees` will do for one supervisee."""
+
+    idx: int
+    zones: tuple[Zone, ...]
+    permits: tuple[Permit, ...]
+    specs: list[_Spec]
+    old: dict[bytes, int]
+
+
+@dataclass(frozen=True)
+class CompiledPermit:
+    """A permit as the evaluator uses it: window, destination row, slots it lifts."""
+
+    from_ms: int
+    to_ms: int
+    dest_row: int  # -1: anywhere
+    lifted_slots: tuple[int, ...]  # slots not in force during the window
+    extended_slots: tuple[int, ...]  # inclusion slots whose area is extended by the destination
+
+
+class ZoneIndex:
+    """Compiled zones (and permits) of every supervisee, packed for vectorised evaluation."""
+
+    def __init__(
+        self,
+        *,
+        max_accuracy_m: float = 100.0,
+        default_margin_m: float = 10.0,
+        grid: GridOptions | None = None,
+        tz: str = DEFAULT_TZ,
+    ) -> None:
+        self.max_accuracy_m = float(max_accuracy_m)
+        self.default_margin_m = float(default_margin_m)
+        self.grid = grid or GridOptions()
+        self.tz = tz
+        self._sidx: dict[str, int] = {}
+        self._ids: list[str | None] = []
+        self._free_s: list[int] = []
+        self._zones: list[tuple[Zone, ...]] = []
+        self._permits: list[tuple[CompiledPermit, ...]] = []
+        self._slot_rows: list[list[int]] = []
+        self._dest_rows: list[list[int]] = []
+        # (max_slots, capacity): zone row per slot; row 0 is reserved for "no zone", a one-cell
+        # grid whose value classifies as NO_ZONE, so every slot can be evaluated densely
+        self.slots = np.zeros((1, 16), dtype=np.intp)
+        self.has_permit = np.zeros(16, dtype=bool)
+        self._init_rows(64)
+        self._init_slabs()
+        self._free_rows.remove(0)
+        self._store_no_zone()
+        self._masks: list[NDArray[np.bool_]] = []
+        self._mask_ids: dict[tuple[tuple[Window, ...], str], int] = {}
+        self.mask_tz: list[str] = []
+        self.masks = np.zeros((0, 7 * 1440), dtype=bool)
+
+    # ---- storage -------------------------------------------------------------------------
+    def _store_no_zone(self) -> None:
+        self.cells.append(np.array([NO_ZONE_CELL], dtype=np.uint16))
+        self.p32[:, 0] = (0, 0, 0, 0, 0.5, 0.5, 1, 0)
+        self.p64[0] = (0, 0, 1, 1, 1, 1)
+        self.circle[0] = np.nan
+
+    def _init_rows(self, cap: int) -> None:
+        # columns of float32 parameters per row: lon0, lat0 (offsets from LON_REF, LAT_REF),
+        # cells per degree x / y, largest fx / fy, nx2, and the cell offset (int32 bits)
+        self.p32 = np.zeros((8, cap), dtype=np.float32)
+        self.p64 = np.zeros((cap, 6))  # lon0, lat0, cw, ch, nx2, ny2 (exact)
+        self.cell_off = np.zeros(cap, dtype=np.int64)
+        self.near_off = np.zeros(cap, dtype=np.int64)
+        self.vert_off = np.zeros(cap, dtype=np.int64)
+        self.pad_m = np.zeros(cap)  # band + safety: distances up to this are exact
+        self.margin_m = np.zeros(cap)
+        self.sign = np.ones(cap, dtype=np.int8)  # +1 inclusion, -1 exclusion (violating side)
+        self.circle = np.full((cap, 3), np.nan)
+        self.sched = np.full(cap, -1, dtype=np.intp)
+        self._rows: list[_Row | None] = [None] * cap
+        self._free_rows = list(range(cap - 1, -1, -1))
+
+    def _row_arrays(self) -> tuple[NDArray, ...]:
+        return (self.p32, self.p64, self.cell_off, self.near_off, self.vert_off, self.pad_m,
+                self.margin_m, self.sign, self.circle, self.sched)  # fmt: skip
+
+    def _grow_rows(self) -> None:
+        cap = len(self._rows)
+        old = self._row_arrays()
+        rows = self._rows
+        self._init_rows(2 * cap)
+        for new, prev in zip(self._row_arrays(), old, strict=True):
+            if new is self.p32:
+                new[:, :cap] = prev
+            else:
+                new[:cap] = prev
+        self._rows[:cap] = rows
+        self._free_rows = list(range(2 * cap - 1, cap - 1, -1))
+
+    def _init_slabs(self) -> None:
+        self.cells = Slab(np.uint16, capacity=1 << 16)
+        self.near_in = Slab(np.uint8)
+        self.anchor_q = Slab(np.uint8)
+        self.spans = Slab(np.int32, width=4)
+        self.vertices = Slab(np.float64, width=2)
+
+    def _slabs(self) -> tuple[Slab, ...]:
+        return (self.cells, self.near_in, self.anchor_q, self.spans, self.vertices)
+
+    def _store(self, g: CompiledGrid, key: bytes, sign: int, margin: float) -> int:
+        if not self._free_rows:
+            self._grow_rows()
+        r = self._free_rows.pop()
+        vert_off = self.vertices.append(g.vertices)
+        # the zone's kind is folded into its cell values, so one lookup table turns a cell value
+        # into a classification
+        cell_off = self.cells.append(g.cells | np.uint16(0 if sign > 0 else EXCLUSION_BIT))
+        near_off = self.near_in.append(g.near_in)
+        self.anchor_q.append(g.anchor_q)
+        self.spans.append(g.spans)
+        self._rows[r] = _Row(
+            key, cell_off, len(g.cells), near_off, len(g.near_in), vert_off, len(g.vertices)
+        )
+        self.p32[:, r] = (g.lon0 - LON_REF, g.lat0 - LAT_REF, 1 / g.cw, 1 / g.ch,
+                          g.nx2 - 0.5, g.ny2 - 0.5, g.nx2, 0)  # fmt: skip
+        self.p32.view(np.int32)[7, r] = cell_off
+        self.p64[r] = (g.lon0, g.lat0, g.cw, g.ch, g.nx2, g.ny2)
+        self.cell_off[r], self.near_off[r], self.vert_off[r] = cell_off, near_off, vert_off
+        self.pad_m[r] = g.band_m + self.grid.safety_m
+        self.margin_m[r], self.sign[r] = margin, sign
+        c = g.circle
+        self.circle[r] = (c.lon, c.lat, c.radius_m) if c is not None else (np.nan, np.nan, np.nan)
+        return r
+
+    def _release(self, r: int) -> None:
+        row = self._rows[r]
+        assert row is not None
+        for slab, n in ((self.cells, row.n_cells), (self.near_in, row.n_near), (self.anchor_q, row.n_near),
+                        (self.spans, row.n_near), (self.vertices, row.n_vert)):  # fmt: skip
+            slab.release(n)
+        self._rows[r] = None
+        self.sched[r] = -1
+        self._free_rows.append(r)
+
+    # ---- supervisees -----------------------------------------------------------------------
+    def index_of(self, supervisee_id: str) -> int:
+        """The supervisee's index (KeyError if unknown)."""
+        return self._sidx[supervisee_id]
+
+    def has_index(self, index: int) -> bool:
+        """Whether `index` currently belongs to a supervisee."""
+        return 0 <= index < len(self._ids) and self._ids[index] is not None
+
+    def id_of(self, index: int) -> str:
+        """The supervisee id at `index`."""
+        sid = self._ids[index]
+        if sid is None:
+            raise KeyError(index)
+        return sid
+
+    def __contains__(self, supervisee_id: object) -> bool:
+        return supervisee_id in self._sidx
+
+    @property
+    def supervisee_ids(self) -> list[str]:
+        """All supervisee ids in the index."""
+        return list(self._sidx)
+
+    @property
+    def max_slots(self) -> int:
+        """Most zones any supervisee has (columns of `slots`)."""
+        return self.slots.shape[0]
+
+    def zones_of(self, index: int) -> tuple[Zone, ...]:
+        """The supervisee's zones in slot order."""
+        return self._zones[index]
+
+    def permits_of(self, index: int) -> tuple[CompiledPermit, ...]:
+        """The supervisee's compiled permits."""
+        return self._permits[index]
+
+    def margin_of(self, zone: Zone) -> float:
+        """The zone's margin (override or default), metres."""
+        return self.default_margin_m if zone.margin_m is None else float(zone.margin_m)
+
+    def set_supervisee(
+        self, supervisee_id: str, zones: Sequence[Zone], permits: Sequence[Permit] = ()
+    ) -> int:
+        """Add or replace a supervisee's zones and permits; recompile only changed shapes.
+
+        Returns the supervisee's index (stable while the supervisee stays in the index).
+        """
+        return self.set_supervisees([(supervisee_id, zones, permits)])[0]
+
+    def set_supervisees(
+        self, items: Sequence[tuple[str, Sequence[Zone], Sequence[Permit]]]
+    ) -> list[int]:
+        """`set_supervisee` for many at once: every shape to compile is compiled in one
+        vectorised pass (much faster when loading a whole registry)."""
+        plans = [self._plan(sid, zones, permits) for sid, zones, permits in items]
+        todo = {spec.key: spec for plan in plans for spec in plan.specs if spec.key not in plan.old}
+        compiled = self._compile(list(todo.values()))
+        return [self._apply_plan(plan, compiled) for plan in plans]
+
+    def _plan(self, supervisee_id: str, zones: Sequence[Zone], permits: Sequence[Permit]) -> _Plan:
+        idx = self._sidx.get(supervisee_id)
+        if idx is None:
+            idx = self._new_supervisee(supervisee_id)
+        old = {self._rows[r].key: r for r in self._slot_rows[idx] + self._dest_rows[idx]}  # type: ignore[union-attr]
+        specs = [
+            self._spec(z, z.geometry, self.margin_of(z), 1 if z.kind == "inclusion" else -1)
+            for z in zones
+        ]
+        incl = [self.margin_of(z) for z in zones if z.kind == "inclusion"]
+        margin = max(incl, default=self.default_margin_m)
+        for p in permits:
+            if p.destination is not None:
+                specs.append(self._spec(None, p.destination, margin, 1))
+        return _Plan(idx, tuple(zones), tuple(permits), specs, old)
+
+    def _spec(self, zone: Zone | None, geometry: BaseGeometry, margin: float, sign: int) -> _Spec:
+        band = self.max_accuracy_m + margin
+        if zone is not None:
+            key = zone.kind.encode() + zone.geometry_key(band)
+        else:
+            key = b"dest:" + shapely.to_wkb(geometry) + f":{band!r}".encode()
+        return _Spec(key, zone.circle if zone is not None else None, geometry, band, margin, sign)
+
+    def _compile(self, specs: list[_Spec]) -> dict[bytes, CompiledGrid]:
+        polys = [s for s in specs if s.circle is None]
+        grids = compile_polygons([s.geometry for s in polys], [s.band for s in polys], self.grid)
+        out = {s.key: g for s, g in zip(polys, grids, strict=True)}
+        for s in specs:
+            if s.circle is not None:
+                out[s.key] = compile_circle(s.circle, s.band, self.grid)
+        return out
+
+    def _apply_plan(self, plan: _Plan, compiled: dict[bytes, CompiledGrid]) -> int:
+        rows = []
+        for spec in plan.specs:
+            r = plan.old.pop(spec.key, None)
+            if r is None:
+                r = self._store(compiled[spec.key], spec.key, spec.sign, spec.margin)
+            self.margin_m[r] = spec.margin
+            rows.append(r)
+        for r in plan.old.values():
+            self._release(r)
+        idx, zones = plan.idx, plan.zones
+        slot_rows, dest_iter = rows[: len(zones)], iter(rows[len(zones) :])
+        perms = []
+        for p in plan.permits:
+            dest = next(dest_iter) if p.destination is not None else -1
+            extended = (
+                tuple(i for i, z in enumerate(zones) if z.kind == "inclusion") if dest >= 0 else ()
+            )
+            lifted = tuple(i for i, z in enumerate(zones) if p.lifts(z))
+            perms.append(CompiledPermit(p.from_ms, p.to_ms, dest, lifted, extended))
+        self._zones[idx] = zones
+        self._slot_rows[idx], self._dest_rows[idx] = slot_rows, rows[len(zones) :]
+        self._permits[idx] = tuple(perms)
+        self.has_permit[idx] = bool(perms)
+        self._set_slots(idx, slot_rows)
+        for z, r in zip(zones, slot_rows, strict=True):
+            self.sched[r] = self._mask_id(z.schedule, z.tz or self.tz) if z.schedule else -1
+        self._maybe_compact()
+        return idx
+
+    def remove_supervisee(self, supervisee_id: str) -> None:
+        """Drop a supervisee and free its rows."""
+        idx = self._sidx.pop(supervisee_id)
+        for r in self._slot_rows[idx] + self._dest_rows[idx]:
+            self._release(r)
+        self._ids[idx] = None
+        self._zones[idx], self._permits[idx] = (), ()
+        self._slot_rows[idx], self._dest_rows[idx] = [], []
+        self.slots[:, idx] = 0
+        self.has_permit[idx] = False
+        self._free_s.append(idx)
+
+    def _new_supervisee(self, supervisee_id: str) -> int:
+        if self._free_s:
+            idx = self._free_s.pop()
+            self._ids[idx] = supervisee_id
+        else:
+            idx = len(self._ids)
+            self._ids.append(supervisee_id)
+            self._zones.append(())
+            self._permits.append(())
+            self._slot_rows.append([])
+            self._dest_rows.append([])
+            if idx >= self.slots.shape[1]:
+                grow = self.slots.shape[1]
+                self.slots = np.hstack([self.slots, np.zeros((self.max_slots, grow), np.intp)])
+                self.has_permit = np.r_[self.has_permit, np.zeros(grow, bool)]
+        self._sidx[supervisee_id] = idx
+        return idx
+
+    def _set_slots(self, idx: int, rows: list[int]) -> None:
+        if len(rows) > self.max_slots:
+            extra = np.zeros((len(rows) - self.max_slots, self.slots.shape[1]), np.intp)
+            self.slots = np.vstack([self.slots, extra])
+        self.slots[:, idx] = 0
+        self.slots[: len(rows), idx] = rows
+
+    def _mask_id(self, schedule: tuple[Window, ...], tz: str) -> int:
+        key = (schedule, tz)
+        if key not in self._mask_ids:
+            self._mask_ids[key] = len(self._masks)
+            self._masks.append(week_mask(schedule))
+            self.mask_tz.append(tz)
+            self.masks = np.vstack(self._masks)
+        return self._mask_ids[key]
+
+    def _maybe_compact(self) -> None:
+        if any(slab.needs_compaction() for slab in self._slabs()):
+            self.compact()
+
+    def compact(self) -> None:
+        """Copy live rows into fresh slabs (drops the garbage of replaced zones)."""
+        cells, near_in, anchor_q, spans, vertices = (slab.data for slab in self._slabs())
+        self._init_slabs()
+        self.cells.append(cells[:1])  # row 0: no zone
+        for r, row in enumerate(self._rows):
+            if row is None:
+                continue
+            vert_off = self.vertices.append(vertices[row.vert_off : row.vert_off + row.n_vert])
+            cell_off = self.cells.append(cells[row.cell_off : row.cell_off + row.n_cells])
+            ns = slice(row.near_off, row.near_off + row.n_near)
+            near_off = self.near_in.append(near_in[ns])
+            self.anchor_q.append(anchor_q[ns])
+            self.spans.append(spans[ns])
+            self._rows[r] = _Row(
+                row.key, cell_off, row.n_cells, near_off, row.n_near, vert_off, row.n_vert
+            )
+            self.cell_off[r], self.near_off[r], self.vert_off[r] = cell_off, near_off, vert_off
+            self.p32.view(np.int32)[7, r] = cell_off
+
+    # ---- queries -------------------------------------------------------------------------
+    def locate(
+        self, rows: IntArray, lon32: NDArray[np.float32], lat32: NDArray[np.float32]
+    ) -> tuple[NDArray[np.uint16], NDArray[np.int64]]:
+        """Cell value and global cell index of each (row, point); points as float32 offsets
+        from (LON_REF, LAT_REF). Points off the grid land in its border (far outside)."""
+        params = [np.take(col, rows) for col in self.p32]
+        params[7] = np.take(self.p32.view(np.int32)[7], rows)  # type: ignore[call-overload]
+        return self._cells_at(params, lon32, lat32)
+
+    def locate_runs(
+        self, run_rows: IntArray, run_len: NDArray[np.intp], lon32: NDArray[np.float32],
+        lat32: NDArray[np.float32],
+    ) -> tuple[NDArray[np.uint16], NDArray[np.int64]]:  # fmt: skip
+        """`locate` for points grouped in runs sharing a row: parameters are repeated per run
+        instead of gathered per point (several times cheaper)."""
+        params = [np.repeat(np.take(col, run_rows), run_len) for col in self.p32]
+        params[7] = np.repeat(np.take(self.p32.view(np.int32)[7], run_rows), run_len)
+        return self._cells_at(params, lon32, lat32)
+
+    def _cells_at(
+        self, p: list[NDArray], lon32: NDArray[np.float32], lat32: NDArray[np.float32]
+    ) -> tuple[NDArray[np.uint16], NDArray[np.int64]]:
+        fx = lon32 - p[0]
+        fx *= p[2]
+        np.maximum(fx, 0, out=fx)
+        np.minimum(fx, p[4], out=fx)
+        fy = lat32 - p[1]
+        fy *= p[3]
+        np.maximum(fy, 0, out=fy)
+        np.minimum(fy, p[5], out=fy)
+        np.floor(fy, out=fy)
+        fy *= p[6]
+        fy += np.floor(fx, out=fx)
+        flat = fy.astype(np.int64)
+        flat += p[7]
+        return np.take(self.cells.data, flat), flat
+
+    def near_distance(
+        self, rows: IntArray, flat: NDArray[np.int64], value: NDArray[np.uint16],
+        lon: FloatArray, lat: FloatArray,
+    ) -> tuple[FloatArray, NDArray[np.bool_]]:  # fmt: skip
+        """Signed metres (positive outside) of points in near cells (cell values `value`), and
+        whether exact (else the magnitude only exceeds the band and ±inf is returned)."""
+        nid = np.take(self.near_off, rows) + (value & VALUE_MASK).astype(np.int64) - NEAR_BASE
+        dist = np.empty(len(rows))
+        exact = np.ones(len(rows), dtype=bool)
+        is_circle = ~np.isnan(np.take(self.circle[:, 2], rows))
+        if is_circle.any():
+            c = np.take(self.circle, rows[is_circle], axis=0)
+            dist[is_circle] = vincenty(lon[is_circle], lat[is_circle], c[:, 0], c[:, 1]) - c[:, 2]
+        poly = np.flatnonzero(~is_circle)
+        if len(poly):
+            d, ex = self._near_polygon(rows[poly], flat[poly], nid[poly], lon[poly], lat[poly])
+            dist[poly], exact[poly] = d, ex
+        return dist, exact
+
+    def _anchor(self, rows: IntArray, flat: NDArray[np.int64], nid: NDArray[np.int64]) -> tuple[
+            FloatArray, FloatArray]:  # fmt: skip
+        p = np.take(self.p64, rows, axis=0)
+        iy, ix = np.divmod(flat - np.take(self.cell_off, rows), p[:, 4].astype(np.int64))
+        ox, oy = anchor_offsets(np.take(self.anchor_q.data, nid))
+        return p[:, 0] + (ix + 0.5 + ox) * p[:, 2], p[:, 1] + (iy + 0.5 + oy) * p[:, 3]
+
+    def _near_polygon(
+        self, rows: IntArray, flat: NDArray[np.int64], nid: NDArray[np.int64],
+        lon: FloatArray, lat: FloatArray,
+    ) -> tuple[FloatArray, NDArray[np.bool_]]:  # fmt: skip
+        dist = np.empty(len(rows))
+        exact = np.empty(len(rows), dtype=bool)
+        for s in range(0, len(rows), NEAR_CHUNK):
+            c = slice(s, s + NEAR_CHUNK)
+            dist[c], exact[c] = self._near_chunk(rows[c], flat[c], nid[c], lon[c], lat[c])
+        return dist, exact
+
+    def _near_chunk(
+        self, rows: IntArray, flat: NDArray[np.int64], nid: NDArray[np.int64],
+        lon: FloatArray, lat: FloatArray,
+    ) -> tuple[FloatArray, NDArray[np.bool_]]:  # fmt: skip
+        """Distances to the candidate edges of each pair's near cell and side by crossings.
+
+        Work is per vertex of the candidate spans: each span [a, a + n) of edges is its n + 1
+        vertices, edges are consecutive vertex pairs, and the pair straddling two spans is
+        masked. Coordinates are metres east / north of the fix, the east axis measured in
+        degrees of longitude (x) and the north axis scaled to the same unit (y * r).
+        """
+        vid, cnt, first, junction = self._span_vertices(rows, nid)
+        v = np.take(self.vertices.data, vid, axis=0)
+        kx, ky = metres_per_degree(lat)
+        r = ky / kx  # north scale in degrees-of-longitude units
+        x = v[:, 0] - np.repeat(lon, cnt)
+        y = v[:, 1] - np.repeat(lat, cnt)
+        y *= np.repeat(r, cnt)
+        dx, dy, d2 = _edge_distances2(x, y)
+        d2[junction] = np.inf
+        dmin = np.sqrt(np.fmin.reduceat(np.append(d2, np.inf), first)) * kx
+        inside = np.take(self.near_in.data, nid).astype(bool) ^ self._odd_crossings(
+            rows, flat, nid, lon, lat, r, x, y, dx, dy, cnt, first, junction
+        )
+        ok = dmin <= np.take(self.pad_m, rows)
+        mag = np.where(ok, dmin, np.inf)
+        return np.where(inside, -mag, mag), ok
+
+    def _span_vertices(
+        self, rows: IntArray, nid: NDArray[np.int64]
+    ) -> tuple[NDArray[np.int64], ...]:
+        """Global vertex ids of each pair's candidate spans (a span of n edges is n + 1
+        vertices), vertices per pair, each pair's first position, and the junction positions
+        (last vertex of a span: its "edge" to the next vertex is not an edge)."""
+        sp = np.take(self.spans.data, nid, axis=0).astype(np.int64)
+        base = np.take(self.vert_off, rows)
+        n1, n2 = sp[:, 1] + 1, np.where(sp[:, 3] > 0, sp[:, 3] + 1, 0)
+        cnt = n1 + n2
+        first = np.cumsum(cnt) - cnt
+        j = np.arange(int(cnt.sum())) - np.repeat(first, cnt)
+        vid = np.where(
+            j < np.repeat(n1, cnt),
+            np.repeat(base + sp[:, 0], cnt),
+            np.repeat(base + sp[:, 2] - n1, cnt),
+        )
+        vid += j
+        junction = np.concatenate([first + n1 - 1, first[n2 > 0] + cnt[n2 > 0] - 1])
+        return vid, cnt, first, junction[junction < len(vid) - 1]
+
+    def _odd_crossings(
+        self, rows: IntArray, flat: NDArray[np.int64], nid: NDArray[np.int64], lon: FloatArray,
+        lat: FloatArray, r: FloatArray, x: FloatArray, y: FloatArray, dx: FloatArray,
+        dy: FloatArray, cnt: NDArray[np.int64], first: NDArray[np.int64], junction: NDArray[np.int64],
+    ) -> NDArray[np.bool_]:  # fmt: skip
+        """Parity of the edges crossed by the segment from each pair's anchor to its fix.
+
+        An edge crosses when its ends lie on either side of the segment's line (half-open: a
+        vertex on the line counts once) and the fix and the anchor on either side of the edge's
+        line. NaN (ring separator) vertices compare False: their edges never cross.
+        """
+        anc_x, anc_y = self._anchor(rows, flat, nid)
+        ux = np.repeat(anc_x - lon, cnt)
+        uy = np.repeat((anc_y - lat) * r, cnt)
+        side = ux * y - uy * x > 0
+        across = side[1:] != side[:-1]
+        across[junction] = False
+        e = np.flatnonzero(across)
+        if not len(e):
+            return np.zeros(len(rows), dtype=bool)
+        ex, ey, edx, edy, eux, euy = x[e], y[e], dx[e], dy[e], ux[e], uy[e]
+        anchor_side = edx * (euy - ey) - edy * (eux - ex) > 0
+        fix_side = edy * ex - edx * ey > 0
+        hit = e[anchor_side != fix_side]
+        owner = np.searchsorted(first, hit, side="right") - 1
+        return (np.bincount(owner, minlength=len(rows)) & 1).astype(bool)
+
+    def signed_distance(
+        self, rows: IntArray, lon: FloatArray, lat: FloatArray, exact: bool = False
+    ) -> tuple[FloatArray, NDArray[np.bool_]]:
+        """Signed metres (positive outside) for arbitrary (row, point) pairs.
+
+        With `exact=False`, points farther than the band get ±inf (side known, `exact` False).
+        With `exact=True` those are measured too (slow: all edges of the zone, then Vincenty).
+        """
+        rows = np.asarray(rows, dtype=np.intp)
+        lon, lat = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
+        value, flat = self.locate(
+            rows, (lon - LON_REF).astype(np.float32), (lat - LAT_REF).astype(np.float32)
+        )
+        v = value & VALUE_MASK
+        dist = np.where(v == 0, -np.inf, np.inf)
+        done = np.zeros(len(rows), dtype=bool)
+        near = np.flatnonzero(v >= NEAR_BASE)
+        if len(near):
+            dist[near], done[near] = self.near_distance(
+                rows[near], flat[near], value[near], lon[near], lat[near]
+            )
+        if exact and not done.all():
+            todo = np.flatnonzero(~done)
+            dist[todo] = np.sign(dist[todo]) * self._far_distances(rows[todo], lon[todo], lat[todo])
+            done[todo] = True
+        return dist, done
+
+    def _far_distances(self, rows: IntArray, lon: FloatArray, lat: FloatArray) -> FloatArray:
+        """Metres from points to their zones' boundaries at any distance: for each zone, the
+        nearest points of all its edges in affine frames (at the point, then at the
+        mid-latitude), the near-best candidates measured together by Vincenty."""
+        out = np.empty(len(rows))
+        owner, px, py = [], [], []
+        for r in np.unique(rows):
+            sel = np.flatnonzero(rows == r)
+            c = self.circle[r]
+            if not np.isnan(c[2]):
+                out[sel] = np.abs(vincenty(lon[sel], lat[sel], c[0], c[1]) - c[2])
+                continue
+            e = self._edges(int(r))
+            for i in sel:
+                x, y = _candidates(e, float(lon[i]), float(lat[i]))
+                owner.append(np.full(len(x), i))
+                px.append(x)
+                py.append(y)
+        if owner:
+            who = np.concatenate(owner)
+            d = vincenty(lon[who], lat[who], np.concatenate(px), np.concatenate(py))
+            best = np.full(len(rows), np.inf)
+            np.minimum.at(best, who, d)
+            out[np.unique(who)] = best[np.unique(who)]
+        return out
+
+    def _edges(self, r: int) -> FloatArray:
+        row = self._rows[r]
+        assert row is not None
+        e = edges_from(self.vertices.data[row.vert_off : row.vert_off + row.n_vert])
+        return e[np.isfinite(e).all(axis=1)]
+
+
+def _edge_distances2(x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Edge vectors (vertex i to i + 1) and the squared distance from the origin (the fix) to
+    each edge, for vertices relative to the fix."""
+    dx, dy = x[1:] - x[:-1], y[1:] - y[:-1]
+    l2 = dx * dx + dy * dy
+    l2 += 1e-300  # zero-length edges: t = 0, the vertex itself
+    t = x[:-1] * dx
+    t += y[:-1] * dy
+    np.negative(t, out=t)
+    t /= l2
+    np.clip(t, 0.0, 1.0, out=t)
+    px = x[:-1] + t * dx
+    py = y[:-1] + t * dy
+    d2 = px * px
+    d2 += py * py
+    return dx, dy, d2
+
+
+def _candidates(e: FloatArray, lon: float, lat: float) -> tuple[FloatArray, FloatArray]:
+    """Nearest points of the edges that may be the closest to (lon, lat) on the ellipsoid."""
+    px, py, d = _nearest_points(e, lon, lat, lat)
+    mid = (lat + py[np.argmin(d)]) / 2
+    px, py, d = _nearest_points(e, lon, lat, mid)
+    pick = d <= d.min() * 1.02 + 1.0
+    return px[pick], py[pick]
+
+
+def _nearest_points(
+    e: FloatArray, lon: float, lat: float, frame_lat: float
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Nearest point of each edge to (lon, lat), in the affine frame tangent at `frame_lat`."""
+    kx, ky = (float(v) for v in metres_per_degree(frame_lat))
+    ax, ay = (e[:, 0] - lon) * kx, (e[:, 1] - lat) * ky
+    dx, dy = (e[:, 2] - e[:, 0]) * kx, (e[:, 3] - e[:, 1]) * ky
+    l2 = dx * dx + dy * dy
+    t = np.clip(-(ax * dx + ay * dy) / np.where(l2 > 0, l2, 1.0), 0.0, 1.0)
+    px, py = e[:, 0] + t * (e[:, 2] - e[:, 0]), e[:, 1] + t * (e[:, 3] - e[:, 1])
+    return px, py, np.hypot(ax + t * dx, ay + t * dy)

@@ -1,0 +1,364 @@
+"""Decision state and the pure transition function `step(state, decisions) -> (state, transitions)`.
+
+Rules (contract §2, §3):
+- fixes are decided in `ts` order; a fix not newer than the latest decided instant is late: it is
+  stored elsewhere and decides nothing;
+- per zone, `confirm_fixes` consecutive definite violations open a condition and as many
+  consecutive definitely compliant fixes end it; uncertain and ignored fixes change nothing;
+- a zone's regime is whether it is in force (schedule, permits) and whether a permit lifts or
+  extends it, plus a fingerprint of its shape. When the regime changes the run counters restart
+  (the next fix is the first of a new run); a condition still open when its zone goes out of
+  force ends. A tick re-decides the last fix at a boundary (a window or permit starts or ends,
+  start-up, zones changed) for the zones whose regime changed, and only for those, so someone
+  already out when the curfew starts is counted at once and nothing is counted twice;
+- an inclusion condition that opens while the person has stayed out since a permit lifting that
+  zone ended is a `permit_overrun`.
+
+The state is small (tens of bytes per zone) and serialisable (`to_bytes` / `from_bytes`), so it
+is persisted and a restart fires nothing twice.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from numpy.typing import NDArray
+
+from geofence.engine import COMPLIANT, IN_FORCE, RELAXED, VIOLATION
+
+ALERT_TYPES = ("zone_exit", "zone_enter", "curfew", "permit_overrun")
+UNKNOWN_REGIME = 0xFF  # a zone never decided yet
+NEVER = -(2**63)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A condition confirmed (`active`) or ended, with what caused it (for the alert and the
+    officer). `distance_m` is positive on the violating side."""
+
+    supervisee_id: str
+    zone_id: str
+    alert_type: str  # 'zone_exit' | 'zone_enter' | 'curfew' | 'permit_overrun'
+    active: bool  # True: condition confirmed (open / update alert); False: condition ended
+    ts_ms: int  # ts of the fix (or tick) that caused it
+    lon: float | None
+    lat: float | None
+    distance_m: float | None  # signed, positive = on the violating side, metres
+    acc_m: float | None
+    margin_m: float
+    count: int  # consecutive definite fixes that confirmed (or ended) it
+    since_ms: int  # when the condition started (first definite fix of the run)
+    escalate_after_s: int  # from zone override or sentence policy
+    purpose: str  # zone purpose; 'protection' means critical at once
+    kind: str = "inclusion"  # zone kind
+    reason: str = "confirmed"  # 'confirmed' | 'compliant' | 'not_in_force' | 'zone_removed'
+
+
+@dataclass(frozen=True)
+class ZoneMeta:
+    """What `step` needs to know about one zone (resolved overrides and policy)."""
+
+    zone_id: str
+    kind: str
+    purpose: str
+    scheduled: bool
+    margin_m: float
+    confirm_fixes: int
+    escalate_after_s: int
+    fingerprint: int
+
+
+@dataclass(frozen=True)
+class ZoneState:
+    """Per-zone counters. `regime` = IN_FORCE | RELAXED bits of the last decision."""
+
+    fingerprint: int = 0
+    regime: int = UNKNOWN_REGIME
+    viol: int = 0  # consecutive definite violations
+    ok: int = 0  # consecutive definitely compliant fixes (counted while a condition is open)
+    run_since: int = 0  # ts of the first violation of the current run
+    open: bool = False
+    open_since: int = 0
+    open_type: int = 0  # index into ALERT_TYPES of the open condition
+    overrun: bool = False  # a permit on this zone ended and no compliant fix came since
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing in progress: no run, no open condition, no pending permit end."""
+        return not (self.viol or self.open or self.overrun)
+
+
+@dataclass(frozen=True)
+class LastFix:
+    """The last decided fix (re-decided by ticks)."""
+
+    ts: int
+    lon: float
+    lat: float
+    acc: float
+
+
+@dataclass(frozen=True)
+class State:
+    """Decision state of one supervisee (one device at a time)."""
+
+    decided_ms: int = NEVER  # fixes at or before this instant are late
+    last: LastFix | None = None
+    zones: tuple[tuple[str, ZoneState], ...] = ()
+
+    def zone(self, zone_id: str) -> ZoneState | None:
+        """The state of one zone, if any."""
+        return dict(self.zones).get(zone_id)
+
+    def to_bytes(self) -> bytes:
+        """Compact binary form (version 1); ~40 bytes + ~28 per zone + its id."""
+        if len(self.zones) > 255:
+            raise ValueError("geofence state: more than 255 zones")
+        head = struct.pack("<BBq", 1, len(self.zones), self.decided_ms)
+        last = (
+            b""
+            if self.last is None
+            else struct.pack("<qddf", self.last.ts, self.last.lon, self.last.lat, self.last.acc)
+        )
+        head = head[:1] + bytes([1 if self.last else 0]) + head[1:]
+        parts = [head, last]
+        for zid, z in self.zones:
+            key = zid.encode()
+            flags = z.open | z.overrun << 1 | z.open_type << 2
+            parts.append(bytes([len(key)]) + key)
+            parts.append(struct.pack("<IBBHHqq", z.fingerprint, z.regime, flags, min(z.viol, 65535),
+                                     min(z.ok, 65535), z.run_since, z.open_since))  # fmt: skip
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> State:
+        """Inverse of `to_bytes`; ValueError on an unknown version or truncated data."""
+        if not data or data[0] != 1:
+            raise ValueError("geofence state: unknown version")
+        try:
+            has_last = data[1]
+            n, decided = struct.unpack_from("<Bq", data, 2)
+            pos = 11
+            last = None
+            if has_last:
+                ts, lon, lat, acc = struct.unpack_from("<qddf", data, pos)
+                last, pos = LastFix(ts, lon, lat, acc), pos + 28
+            zones = []
+            for _ in range(n):
+                klen = data[pos]
+                zid = data[pos + 1 : pos + 1 + klen].decode()
+                pos += 1 + klen
+                fp, regime, flags, viol, ok, run_since, open_since = struct.unpack_from(
+                    "<IBBHHqq", data, pos
+                )
+                pos += 26
+                zones.append((zid, ZoneState(fp, regime, viol, ok, run_since, bool(flags & 1),
+                                             open_since, flags >> 2, bool(flags & 2))))  # fmt: skip
+        except (struct.error, IndexError, UnicodeDecodeError) as exc:
+            raise ValueError("geofence state: truncated or corrupt") from exc
+        return cls(decided, last, tuple(zones))
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Classified fixes of one supervisee in ts order (slot j = zones[j])."""
+
+    supervisee_id: str
+    zones: tuple[ZoneMeta, ...]
+    ts: NDArray[np.int64]
+    lon: NDArray[np.float64]
+    lat: NDArray[np.float64]
+    acc: NDArray[np.floating]
+    code: NDArray[np.int8]  # (k, n)
+    dist_m: NDArray[np.float32]  # (k, n), positive outside the zone
+    regime: NDArray[np.uint8]  # (k, n)
+    tick: bool = False  # a re-decision of the last fix at ts[0] (only changed regimes act)
+
+
+@dataclass
+class _Run:
+    """Mutable working copy of the zone states during one step."""
+
+    zones: dict[str, ZoneState] = field(default_factory=dict)
+    out: list[Transition] = field(default_factory=list)
+
+
+def is_quiet(state: State, d: Decisions) -> bool:
+    """True when `d` can change nothing but the decided instant and the last fix: no run or
+    condition in progress, no violation in force, no regime change."""
+    if d.tick:
+        return False
+    zs = dict(state.zones)
+    for j, meta in enumerate(d.zones):
+        z = zs.get(meta.zone_id)
+        reg = d.regime[j]
+        if z is None or not z.quiet or z.fingerprint != meta.fingerprint:
+            return False
+        if np.any(reg != z.regime) or np.any((d.code[j] == VIOLATION) & (reg & IN_FORCE > 0)):
+            return False
+    return True
+
+
+def step(state: State, d: Decisions) -> tuple[State, list[Transition]]:
+    """Apply decisions to a state; return the new state and the transitions it caused."""
+    keep = np.ones(len(d.ts), dtype=bool) if d.tick else d.ts > state.decided_ms
+    idx = np.flatnonzero(keep)
+    if not len(idx):
+        return state, []
+    if is_quiet(state, d):
+        return _advance(state, d, int(idx[-1])), []
+    run = _Run(dict(state.zones))
+    for j, meta in enumerate(d.zones):
+        _decide_zone(run, d, meta, j, idx)
+    known = {m.zone_id for m in d.zones}
+    zones = tuple((zid, z) for zid, z in sorted(run.zones.items()) if zid in known)
+    new = _advance(replace(state, zones=zones), d, int(idx[-1]))
+    run.out.sort(key=lambda t: t.ts_ms)
+    return new, run.out
+
+
+def _advance(state: State, d: Decisions, i: int) -> State:
+    ts = int(d.ts[i])
+    if d.tick:
+        return replace(state, decided_ms=max(state.decided_ms, ts))
+    return replace(
+        state, decided_ms=ts, last=LastFix(ts, float(d.lon[i]), float(d.lat[i]), float(d.acc[i]))
+    )
+
+
+def _decide_zone(run: _Run, d: Decisions, meta: ZoneMeta, j: int, idx: NDArray[np.intp]) -> None:
+    """All fixes of one zone, segment by segment of constant regime."""
+    z = run.zones.get(meta.zone_id, ZoneState(meta.fingerprint))
+    reg = d.regime[j, idx].astype(np.int64)
+    prev = np.empty_like(reg)
+    prev[0] = z.regime if z.fingerprint == meta.fingerprint else -1
+    prev[1:] = reg[:-1]
+    cuts = np.flatnonzero(reg != prev)
+    bounds = np.concatenate(([0], cuts[cuts > 0], [len(idx)]))
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        regime = int(reg[a])
+        if regime != prev[a]:
+            z = _new_regime(run, d, meta, z, regime, int(idx[a]))
+        elif d.tick:
+            continue  # a tick re-decides only zones whose regime changed
+        if regime & IN_FORCE:
+            z = _count(run, d, meta, z, j, idx[a:b])
+    run.zones[meta.zone_id] = z
+
+
+def _new_regime(
+    run: _Run, d: Decisions, meta: ZoneMeta, z: ZoneState, regime: int, i: int
+) -> ZoneState:
+    """Restart the run; end an open condition whose zone left force; note a permit's end."""
+    permit_ended = (
+        meta.kind == "inclusion" and z.regime != UNKNOWN_REGIME
+        and bool(z.regime & RELAXED) and not regime & RELAXED
+    )  # fmt: skip
+    z = replace(z, fingerprint=meta.fingerprint, regime=regime, viol=0, ok=0,
+                overrun=z.overrun or permit_ended)  # fmt: skip
+    if z.open and not regime & IN_FORCE:
+        run.out.append(
+            _transition(d, meta, z, i, False, 0, z.open_since, "not_in_force", slot=None)
+        )
+        z = replace(z, open=False)
+    return z
+
+
+def _count(
+    run: _Run, d: Decisions, meta: ZoneMeta, z: ZoneState, j: int, idx: NDArray[np.intp]
+) -> ZoneState:
+    """Apply the fixes of one in-force segment, run by run of definite fixes (uncertain and
+    ignored fixes are skipped: they change nothing)."""
+    codes = d.code[j, idx]
+    pos = idx[(codes == VIOLATION) | (codes == COMPLIANT)]
+    if not len(pos):
+        return z
+    viol = d.code[j, pos] == VIOLATION
+    change = np.ones(len(viol), dtype=bool)
+    change[1:] = viol[1:] != viol[:-1]
+    starts = np.flatnonzero(change)
+    ends = np.append(starts[1:], len(pos))
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        z = (
+            _violations(run, d, meta, z, j, pos[a:b])
+            if viol[a]
+            else _compliant(run, d, meta, z, j, pos[a:b])
+        )
+    return z
+
+
+def _violations(
+    run: _Run, d: Decisions, meta: ZoneMeta, z: ZoneState, j: int, pos: NDArray[np.intp]
+) -> ZoneState:
+    """A run of definite violations: the condition opens at the confirm_fixes-th."""
+    before = z.viol
+    since = int(d.ts[pos[0]]) if before == 0 else z.run_since
+    z = replace(z, viol=before + len(pos), ok=0, run_since=since)
+    if not z.open and z.viol >= meta.confirm_fixes:
+        k = max(meta.confirm_fixes - before, 1)  # the k-th violation of this run confirms
+        z = replace(z, open=True, open_since=since, open_type=_alert_type(meta, z))
+        run.out.append(
+            _transition(d, meta, z, int(pos[k - 1]), True, before + k, since, "confirmed", slot=j)
+        )
+    return z
+
+
+def _compliant(
+    run: _Run, d: Decisions, meta: ZoneMeta, z: ZoneState, j: int, pos: NDArray[np.intp]
+) -> ZoneState:
+    """A run of definitely compliant fixes: an open condition ends at the confirm_fixes-th."""
+    z = replace(z, viol=0, overrun=False)
+    if not z.open:
+        return z
+    need = meta.confirm_fixes - z.ok
+    if len(pos) < need:
+        return replace(z, ok=z.ok + len(pos))
+    i = int(pos[need - 1])
+    run.out.append(
+        _transition(d, meta, z, i, False, meta.confirm_fixes, z.open_since, "compliant", slot=j)
+    )
+    return replace(z, open=False, ok=0)
+
+
+def _alert_type(meta: ZoneMeta, z: ZoneState) -> int:
+    if meta.kind == "exclusion":
+        return ALERT_TYPES.index("zone_enter")
+    if z.overrun:
+        return ALERT_TYPES.index("permit_overrun")
+    return ALERT_TYPES.index("curfew" if meta.scheduled else "zone_exit")
+
+
+def _transition(
+    d: Decisions, meta: ZoneMeta, z: ZoneState, i: int, active: bool, count: int, since: int,
+    reason: str, slot: int | None,
+) -> Transition:  # fmt: skip
+    sign = 1.0 if meta.kind == "inclusion" else -1.0
+    dist = None if slot is None else float(d.dist_m[slot, i]) * sign
+    return Transition(
+        supervisee_id=d.supervisee_id, zone_id=meta.zone_id, alert_type=ALERT_TYPES[z.open_type],
+        active=active, ts_ms=int(d.ts[i]), lon=float(d.lon[i]), lat=float(d.lat[i]),
+        distance_m=dist, acc_m=float(d.acc[i]), margin_m=meta.margin_m, count=count,
+        since_ms=since, escalate_after_s=meta.escalate_after_s, purpose=meta.purpose,
+        kind=meta.kind, reason=reason,
+    )  # fmt: skip
+
+
+def close_removed(state: State, supervisee_id: str, keep: set[str], ts_ms: int,
+                  metas: dict[str, ZoneMeta]) -> tuple[State, list[Transition]]:  # fmt: skip
+    """Drop the states of zones not in `keep`, ending their open conditions at `ts_ms`."""
+    out = []
+    for zid, z in state.zones:
+        if zid not in keep and z.open:
+            meta = metas.get(zid)
+            out.append(Transition(
+                supervisee_id=supervisee_id, zone_id=zid, alert_type=ALERT_TYPES[z.open_type],
+                active=False, ts_ms=ts_ms, lon=None, lat=None, distance_m=None, acc_m=None,
+                margin_m=meta.margin_m if meta else 0.0, count=0, since_ms=z.open_since,
+                escalate_after_s=meta.escalate_after_s if meta else 0,
+                purpose=meta.purpose if meta else "other", kind=meta.kind if meta else "inclusion",
+                reason="zone_removed",
+            ))  # fmt: skip
+    zones = tuple((zid, z) for zid, z in state.zones if zid in keep)
+    return replace(state, zones=zones), out

@@ -1,0 +1,91 @@
+"""Zone index: incremental rebuilds, compaction, and the grid's guarantees."""
+
+import numpy as np
+import shapely
+
+from geofence.engine import evaluate
+from geofence.grid import FAR_IN, FAR_OUT, GridOptions, compile_polygon
+from geofence.index import ZoneIndex
+from geofence.synthetic import blob, population
+
+from .helpers import T0, offset, vn_provinces, zone
+
+
+def _points(zones, n, seed):
+    rng = np.random.default_rng(seed)
+    sidx = rng.integers(0, len(zones), n)
+    lon, lat = [], []
+    for s in sidx:
+        p = zones[s][0].geometry.exterior.interpolate(rng.random(), normalized=True)
+        x, y = offset(p.x, p.y, *rng.uniform(-400, 400, 2))
+        lon.append(x), lat.append(y)
+    return sidx, np.array(lon), np.array(lat), rng.uniform(0, 60, n)
+
+
+def test_far_cells_of_every_real_province_are_on_the_side_of_their_centre():
+    for name, geom in vn_provinces():
+        g = compile_polygon(geom, 110.0, GridOptions())
+        iy, ix = np.divmod(np.arange(g.nx2 * g.ny2), g.nx2)
+        cx, cy = g.lon0 + (ix + 0.5) * g.cw, g.lat0 + (iy + 0.5) * g.ch
+        far = g.cells <= FAR_OUT
+        inside = shapely.contains_xy(geom, cx[far], cy[far])
+        assert np.array_equal(inside, g.cells[far] == FAR_IN), name
+
+
+def test_replacing_one_supervisee_recompiles_only_what_changed_and_equals_a_fresh_build():
+    pop = population(6, seed=3)
+    ix = ZoneIndex()
+    for sid, zs in zip(pop.ids, pop.zones, strict=True):
+        ix.set_supervisee(sid, zs)
+    before = (ix.cells.size, ix.vertices.size)
+    ix.set_supervisee(pop.ids[2], pop.zones[2])  # unchanged: nothing compiled
+    assert (ix.cells.size, ix.vertices.size) == before
+    zones = [list(z) for z in pop.zones]
+    c = zones[2][0].geometry.centroid
+    zones[2][0] = zone(
+        blob(np.random.default_rng(9), c.x, c.y, 2000, 500), "commune", sid=pop.ids[2]
+    )
+    ix.set_supervisee(pop.ids[2], zones[2])
+    assert ix.vertices.size == before[1] + 501 + 1  # one ring of 500 (+ closing) + separator
+    fresh = ZoneIndex()
+    for sid, zs in zip(pop.ids, zones, strict=True):
+        fresh.set_supervisee(sid, zs)
+    sidx, lon, lat, acc = _points(zones, 2000, 4)
+    ts = np.full(len(sidx), T0)
+    a, b = evaluate(ix, sidx, ts, lon, lat, acc), evaluate(fresh, sidx, ts, lon, lat, acc)
+    np.testing.assert_array_equal(a.code, b.code)
+    np.testing.assert_array_equal(a.dist_m, b.dist_m)
+    ix.compact()
+    c2 = evaluate(ix, sidx, ts, lon, lat, acc)
+    np.testing.assert_array_equal(c2.dist_m, b.dist_m)
+    assert ix.cells.garbage == 0 and ix.cells.size < before[0] + 10_000
+
+
+def test_removed_supervisees_free_their_slots_and_rows():
+    pop = population(3, seed=2)
+    ix = ZoneIndex()
+    for sid, zs in zip(pop.ids, pop.zones, strict=True):
+        ix.set_supervisee(sid, zs)
+    ix.remove_supervisee(pop.ids[1])
+    assert pop.ids[1] not in ix and (ix.slots[:, 1] == 0).all()
+    assert ix.set_supervisee("new", pop.zones[1]) == 1  # the index is reused
+
+
+def test_many_replacements_trigger_compaction_and_keep_results():
+    pop = population(2, seed=4)
+    ix = ZoneIndex()
+    for sid, zs in zip(pop.ids, pop.zones, strict=True):
+        ix.set_supervisee(sid, zs)
+    sidx, lon, lat, acc = _points(pop.zones, 500, 6)
+    ts = np.full(len(sidx), T0)
+    ref = evaluate(ix, sidx, ts, lon, lat, acc)
+    size = ix.cells.size
+    for k in range(12):  # alternate margins: each time a new compile of every zone
+        zs = [
+            zone(z.geometry, z.id, z.kind, sid=z.supervisee_id, margin_m=10.0 + (k % 2) * 0.0001)
+            for z in pop.zones[0]
+        ]
+        ix.set_supervisee(pop.ids[0], zs)
+    assert ix.cells.size < 3 * size  # without compaction it would have grown ~7 times
+    got = evaluate(ix, sidx, ts, lon, lat, acc)
+    np.testing.assert_array_equal(got.code, ref.code)
