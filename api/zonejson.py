@@ -88,18 +88,6 @@ def parse_zone_document(doc: Any, supervisee_id: str, zone_id: str) -> tuple[dic
     return obj, zone
 
 
-def zone_row(obj: dict[str, Any], zone: Zone) -> dict[str, Any]:
-    """The ``zones`` columns of a validated zone."""
-    circle = zone.circle
-    return {"kind": zone.kind, "purpose": zone.purpose,
-            "geometry": None if circle else obj["geometry"],
-            "center_lon": circle.lon if circle else None,
-            "center_lat": circle.lat if circle else None,
-            "radius_m": circle.radius_m if circle else None,
-            "schedule": [w.to_json() for w in zone.schedule] or None, "margin_m": zone.margin_m,
-            "confirm_fixes": zone.confirm_fixes, "escalate_after_s": zone.escalate_after_s}
-
-
 def stored_zones(conn: psycopg.Connection, sid: str) -> list[Zone]:
     """The supervisee's zones as geofence ``Zone`` values, by id. A stored zone the geofence
     refuses (written around the API and the importer) is left out and logged, by id."""

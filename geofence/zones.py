@@ -368,3 +368,16 @@ def _self_crossing(ring: np.ndarray) -> tuple[int, int] | None:
         return None
     i = int(np.argmin(np.where(keep, left * (n + 1) + right, np.iinfo(np.int64).max)))
     return int(idx[left[i]]), int(idx[right[i]])
+
+
+def zone_columns(obj: dict[str, Any], zone: Zone) -> dict[str, Any]:
+    """The ``zones`` table's columns for a validated zone; ``obj`` is the zone object it was
+    parsed from (its GeoJSON geometry is stored as given)."""
+    circle = zone.circle
+    return {"kind": zone.kind, "purpose": zone.purpose,
+            "geometry": None if circle else obj["geometry"],
+            "center_lon": circle.lon if circle else None,
+            "center_lat": circle.lat if circle else None,
+            "radius_m": circle.radius_m if circle else None,
+            "schedule": [w.to_json() for w in zone.schedule] or None, "margin_m": zone.margin_m,
+            "confirm_fixes": zone.confirm_fixes, "escalate_after_s": zone.escalate_after_s}

@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 
 from geofence.policy import Permit, PermitRefused, PolicyTable, Supervisee, check_permit
 from geofence.store import load_permits, load_supervisees, load_zones
-from geofence.zones import ZoneError, parse_geometry, parse_zone
+from geofence.zones import ZoneError, parse_geometry, parse_zone, zone_columns
 
 SENTENCE_TYPES = ("an_treo", "cai_tao_khong_giam_giu", "tha_tu_truoc_thoi_han",
                   "hoan_tam_dinh_chi", "quan_che", "cam_cu_tru")
@@ -239,20 +239,8 @@ def _validate_zones(ck: _Checker, rec: dict, path: str, sid: str, plan: _Plan) -
             ck.fail(f"{zpath}.id", f"duplicate zone id {zone.id!r} for this supervisee")
         ids.add(zone.id)
         parsed.append(zone)
-        plan.zones.append(_zone_row(sid, z, zone))
+        plan.zones.append({"supervisee_id": sid, "id": zone.id, **zone_columns(z, zone)})
     return parsed
-
-
-def _zone_row(sid: str, raw: dict, zone: Any) -> dict:
-    center = raw.get("center")
-    return {"supervisee_id": sid, "id": zone.id, "kind": zone.kind, "purpose": zone.purpose,
-            "geometry": raw.get("geometry") if center is None else None,
-            "center_lon": center[0] if center else None,
-            "center_lat": center[1] if center else None,
-            "radius_m": raw.get("radius_m") if center else None,
-            "schedule": raw.get("schedule"), "margin_m": raw.get("margin_m"),
-            "confirm_fixes": raw.get("confirm_fixes"),
-            "escalate_after_s": raw.get("escalate_after_s")}
 
 
 def _validate_devices(ck: _Checker, doc: dict, plan: _Plan, sups: set) -> None:

@@ -13,7 +13,8 @@ from alerts.lifecycle import violation_summary
 from api.deps import Caller, Conn, Ctx, audit
 from api.registry import SuperviseeId, bump_registry, supervisee
 from api.wire import collection, feature, point, to_ms
-from api.zonejson import parse_zone_document, zone_feature, zone_row
+from api.zonejson import parse_zone_document, zone_feature
+from geofence.zones import zone_columns
 
 router = APIRouter(prefix="/api/v1", tags=["supervisees"])
 
@@ -130,7 +131,7 @@ def put_zone(sid: SuperviseeId, zone_id: ZoneId, ctx: Ctx, caller: Caller, conn:
     """Create or replace one zone; the pipeline reloads it (registry version bumped)."""
     supervisee(conn, caller, sid)
     obj, zone = parse_zone_document(body, sid, zone_id)
-    values = zone_row(obj, zone)
+    values = zone_columns(obj, zone)
     values["geometry"] = Jsonb(values["geometry"]) if values["geometry"] else None
     values["schedule"] = Jsonb(values["schedule"]) if values["schedule"] else None
     with conn.cursor(row_factory=dict_row) as cur:
