@@ -245,7 +245,8 @@ def load_json(payload: bytes) -> tuple[Any, str | None]:
     except orjson.JSONDecodeError as exc:
         complaint = str(exc)
     try:
-        return json.loads(payload), complaint
+        # UTF-8 only (contract §1): json.loads on bytes would also guess UTF-16/32
+        return json.loads(payload.decode("utf-8")), complaint
     except (ValueError, RecursionError):
         return _MISSING, complaint
 
