@@ -57,6 +57,17 @@ class Seed:
     now_ms: int
 
 
+def _curfew_not_now() -> dict:
+    """A nightly-style curfew window that is not in force during the test, whatever the hour
+    (a curfew in force would add its own alert to the exit this test drives)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    hour = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).hour
+    return {"days": [1, 2, 3, 4, 5, 6, 7], "start": f"{(hour + 6) % 24:02d}:00",
+            "end": f"{(hour + 9) % 24:02d}:00"}
+
+
 def seed_registry(conn: psycopg.Connection) -> Seed:
     """A province and a commune with boundaries, a commune officer, a supervisee (án treo) with a
     residence zone and a scheduled curfew circle, a device assigned to them, and a last fix."""
@@ -77,8 +88,7 @@ def seed_registry(conn: psycopg.Connection) -> Seed:
     conn.execute("INSERT INTO zones (supervisee_id, id, kind, purpose, center_lon, center_lat, "
                  "radius_m, schedule) VALUES (%s, 'curfew-home', 'inclusion', 'curfew', %s, %s, "
                  "150, %s)", (SUPERVISEE, LON0 - 0.004, LAT0 - 0.004,
-                              Jsonb([{"days": [1, 2, 3, 4, 5, 6, 7], "start": "22:00",
-                                      "end": "05:00"}])))
+                              Jsonb([_curfew_not_now()])))
     conn.execute("INSERT INTO devices (id, supervisee_id) VALUES (%s, %s)", (DEVICE, SUPERVISEE))
     conn.execute("INSERT INTO device_assignments (device_id, supervisee_id, assigned_at, "
                  "assigned_by) VALUES (%s, %s, now() - interval '30 days', 'test')",
