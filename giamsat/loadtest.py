@@ -145,12 +145,16 @@ def _position(home: tuple[float, float], violating: bool) -> tuple[float, float]
 
 
 def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
-    """Publish this publisher's share of the fleet until duration or max_messages."""
+    """Publish this publisher's share of the fleet until duration or max_messages.
+
+    paho runs without its network thread here: ``publish`` writes straight to the socket and
+    the loop below reads the broker's PUBACKs itself, so no second thread competes for the GIL
+    (with ``loop_start`` the publisher, not the service, was the bottleneck).
+    """
     rng = random.Random(plan.seed * 1000 + plan.index)
     client = _mqtt_client(plan.mqtt_url, f"giamsat-loadtest-{os.getpid()}")
     acked = [0]
     client.on_publish = lambda c, u, mid, rc, props: acked.__setitem__(0, acked[0] + 1)
-    client.loop_start()
     devices = sorted(plan.homes)
     seqs = dict.fromkeys(devices, int(time.time()))  # restarts of the test get new seq values
     sent = fixes = 0
@@ -162,9 +166,8 @@ def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
         elapsed = now - start
         if elapsed >= plan.duration:
             break
-        due = int(elapsed * plan.rate) + 1
-        if sent >= due:
-            time.sleep(min(0.002, (sent + 1) / plan.rate - elapsed))
+        if sent >= int(elapsed * plan.rate) + 1:
+            client.loop(timeout=min(0.002, max(0.0, (sent + 1) / plan.rate - elapsed)))
             continue
         dev = devices[sent % len(devices)]
         violating = dev in plan.violators and elapsed >= plan.violate_after
@@ -180,15 +183,17 @@ def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
             violating_times.setdefault(dev, []).append(time.time())
         sent += 1
         fixes += plan.batch
+        if sent % 64 == 0:
+            client.loop(timeout=0)
         if now >= next_report:
             out.put(("progress", plan.index, sent, fixes, acked[0]))
             next_report = now + 1.0
     deadline = time.monotonic() + 30
     while acked[0] < sent and time.monotonic() < deadline:
-        time.sleep(0.05)
-    client.loop_stop()
+        client.loop(timeout=0.05)
     client.disconnect()
-    out.put(("done", plan.index, sent, fixes, acked[0], violating_times))
+    cpu = os.times()
+    out.put(("done", plan.index, sent, fixes, acked[0], violating_times, cpu.user + cpu.system))
 
 
 # --- measuring ---------------------------------------------------------------------------------
@@ -198,7 +203,7 @@ def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
 class AlertWatch:
     """Receives the alerts topic and notes when each load-test supervisee's exit alert came."""
 
-    first_seen: dict[str, float] = field(default_factory=dict)
+    active_at: dict[str, list[float]] = field(default_factory=dict)
 
     def start(self, mqtt_url: str) -> object:
         client = _mqtt_client(mqtt_url, f"giamsat-loadtest-alerts-{os.getpid()}")
@@ -209,8 +214,8 @@ class AlertWatch:
             except orjson.JSONDecodeError:
                 return
             sid = alert.get("supervisee_id", "")
-            if sid.startswith("lt-s-") and alert.get("type") == "zone_exit":
-                self.first_seen.setdefault(sid, time.time())
+            if sid.startswith("lt-s-") and alert.get("type") == "zone_exit" and alert.get("active"):
+                self.active_at.setdefault(sid, []).append(time.time())
 
         client.on_message = on_message
         client.subscribe("em/v1/alerts/#", qos=1)
@@ -247,6 +252,39 @@ def _metric(metrics_url: str | None, name: str) -> float | None:
     return total if found else None
 
 
+def _process_group(cmdline: str) -> str | None:
+    """Which part of the system a process is, from its command line (None: not ours)."""
+    if "giamsat" in cmdline and " worker" in cmdline:
+        return "giamsat worker"
+    if "giamsat" in cmdline and " api" in cmdline:
+        return "giamsat api"
+    if "postgres" in cmdline.split(" ", 1)[0] or cmdline.startswith("postgres:"):
+        return "postgresql"
+    if "mosquitto" in cmdline.split(" ", 1)[0]:
+        return "mosquitto"
+    if "loadtest" in cmdline or "multiprocessing" in cmdline:
+        return "loadtest (publishers)"
+    return None
+
+
+def cpu_by_group() -> dict[str, float]:
+    """CPU-seconds (user + system) used so far by each group of processes on this machine."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        group = _process_group(cmd)
+        if group:
+            out[group] = out.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0..100), nearest-rank."""
     ordered = sorted(values)
@@ -258,9 +296,12 @@ def _latencies(watch: AlertWatch, violating: dict[str, list[float]], confirm: in
     out = []
     for dev, times in violating.items():
         sid = "lt-s-" + dev[len("lt-d-"):]
-        seen = watch.first_seen.get(sid)
-        if seen is not None and len(times) >= confirm:
-            out.append(seen - times[confirm - 1])
+        if len(times) < confirm:
+            continue
+        confirmed = times[confirm - 1]
+        seen = [t for t in watch.active_at.get(sid, []) if t >= confirmed]
+        if seen:
+            out.append(seen[0] - confirmed)
     return out
 
 
@@ -340,6 +381,7 @@ def _drive(args, settings, conn, mqtt_url, metrics_url, homes) -> int:
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=publisher_main, args=(plan, out), daemon=True)
              for plan in _plans(args, mqtt_url, homes)]
+    cpu0 = cpu_by_group()
     t0 = time.time()
     for proc in procs:
         proc.start()
@@ -353,10 +395,12 @@ def _drive(args, settings, conn, mqtt_url, metrics_url, homes) -> int:
         violating.update(r[5])
     stored_at_end = _count_stored(conn, t0 - 1)
     stored, t_caught_up = _settle(conn, t0, acked * args.batch, args.settle)
+    cpu1 = cpu_by_group()
     decided1 = _metric(metrics_url, "giamsat_decide_fixes_total")
     time.sleep(1.0)
     watcher.loop_stop()  # type: ignore[attr-defined]
     lat = _latencies(watch, violating, settings.confirm_fixes)
+    _report_cpu(cpu0, cpu1, t_caught_up - t0, stored, sum(r[6] for r in results))
     return _report(args, sent, fixes, acked, stored, stored_at_end, t0, t_pub_end, t_caught_up,
                    lat, len(violating), _count_dead(conn, t0 - 1), decided0, decided1, progress)
 
@@ -402,6 +446,19 @@ def _settle(conn: psycopg.Connection, t0: float, expected: int, limit_s: float) 
     return stored, time.time()
 
 
+def _report_cpu(cpu0: dict[str, float], cpu1: dict[str, float], wall_s: float,
+                stored: int, publishers_cpu: float) -> None:
+    # the publishers have exited by now: they report their own CPU
+    cpu1 = {**cpu1, "loadtest (publishers)": cpu0.get("loadtest (publishers)", 0.0) +
+            publishers_cpu}
+    print(f"\nCPU over {wall_s:.1f} s (seconds, and share of one core):")
+    for group in sorted(cpu1):
+        used = cpu1[group] - cpu0.get(group, 0.0)
+        if used > 0.05:
+            print(f"  {group:<24} {used:7.1f} s  {used / wall_s * 100:5.0f} %"
+                  f"  ({used / max(1, stored) * 1000:.3f} s per 1,000 fixes)")
+
+
 def _report(args, sent, fixes, acked, stored, stored_at_end, t0, t_pub_end, t_caught_up, lat,
             n_violators, dead, decided0, decided1, progress) -> int:
     pub_s = max(0.001, t_pub_end - t0)
@@ -426,6 +483,9 @@ def _report(args, sent, fixes, acked, stored, stored_at_end, t0, t_pub_end, t_ca
               f"p99 {percentile(lat, 99) * 1000:.0f} ms")
     else:
         print(f"fix-to-alert latency: no exit alert seen for {n_violators} violators")
+    if offered < 0.95 * args.rate:
+        print(f"note: the load generator offered only {offered:,.0f} of the {args.rate:,.0f} "
+              "fixes/s asked for (its own CPU or the machine's was the limit, not the service)")
     fell_behind = stored < acked * args.batch or sustained < 0.95 * offered
     if fell_behind:
         print("RESULT: the service fell behind the offered rate")
