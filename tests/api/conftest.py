@@ -8,7 +8,6 @@ pristine database use the function-scoped ``db_url`` of tests/conftest.py with `
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ from api.app import create_app
 from api.officers import create_officer, ensure_admin
 from config.settings import Settings
 from schema import connect
-from tests.conftest import with_database
+from tests.conftest import cloned_database
 
 PROVINCE, COMMUNE_A, COMMUNE_B = "PC10-T", "CAX-T01", "CAX-T02"
 OTHER_PROVINCE, COMMUNE_X = "PC10-X", "CAX-X01"
@@ -204,12 +203,8 @@ def make_app(db_url: str, clock: Callable[[], datetime], **kwargs):
 @pytest.fixture(scope="module")
 def world_db(pg_server: str, template_db: str) -> Iterator[str]:
     """A migrated database of this module's own."""
-    name = f"giamsat_api_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    yield with_database(pg_server, name)
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with cloned_database(pg_server, template_db, "giamsat_api") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
