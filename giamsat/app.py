@@ -241,7 +241,14 @@ def _children(settings: Settings, env: dict[str, str], demo_file: Path | None,
                "--mqtt-url", sim_url, "--scenario", "normal,exit,enter_ban",
                "--quiet"]
         if devices:
-            sim += ["--devices", str(devices)]
+            import orjson
+
+            registered = len(orjson.loads(demo_file.read_bytes())["devices"])
+            if devices > registered:
+                # unregistered devices would only be dead-lettered
+                log.warning("--devices %d: the demo registry has %d devices; simulating those",
+                            devices, registered)
+            sim += ["--devices", str(min(devices, registered))]
         kids.append(Child("simulator", sim, env))
     return kids
 
