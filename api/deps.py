@@ -121,8 +121,16 @@ def _stream_caller(ctx: Ctx, conn: Conn, token: Annotated[str | None, Depends(oa
     return Scope.of(conn, _officer_from_token(ctx, conn, token or access_token))
 
 
+def _stream_expiry(ctx: Ctx, token: Annotated[str | None, Depends(oauth2)],
+                   access_token: Annotated[str | None, Query()] = None) -> float:
+    """When the stream's token runs out (epoch s): the stream ends then. Runs after
+    ``_stream_caller`` has verified the token."""
+    return float(ctx.tokens.expiry(token or access_token or ""))
+
+
 Caller = Annotated[Scope, Depends(_caller)]
 StreamCaller = Annotated[Scope, Depends(_stream_caller)]
+StreamExpiry = Annotated[float, Depends(_stream_expiry)]
 
 
 def audit(conn: psycopg.Connection, ctx: ApiContext, who: Scope, action: str,

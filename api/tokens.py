@@ -37,6 +37,12 @@ class Tokens:
                   "exp": now + self.ttl_s}
         return jwt.encode(claims, self._key, algorithm=ALGORITHM)
 
+    def expiry(self, token: str) -> int:
+        """When a token verified by ``verify`` runs out, UTC epoch seconds."""
+        claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], issuer=ISSUER,
+                            options={"verify_exp": False, "verify_iat": False})
+        return int(claims["exp"])
+
     def verify(self, token: str) -> str:
         """The username the token was issued to; raise TokenInvalid otherwise."""
         try:

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
-from api.deps import Conn, Ctx, StreamCaller
+from api.deps import Conn, Ctx, StreamCaller, StreamExpiry
 from api.stream import Subscriber
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
@@ -25,7 +25,7 @@ def _event(alert: dict) -> str:
 
 
 async def _events(request: Request, ctx, sub: Subscriber, backlog: list[dict],
-                  keepalive_s: float) -> AsyncIterator[str]:
+                  keepalive_s: float, expires_s: float) -> AsyncIterator[str]:
     stream = ctx.stream
     ctx.metrics.stream_clients.inc()
     try:
@@ -35,8 +35,13 @@ async def _events(request: Request, ctx, sub: Subscriber, backlog: list[dict],
             seen = max(seen, alert.get("history_id") or 0)
             yield _event(alert)
         while not sub.closed or not sub.queue.empty():
+            left_s = expires_s - ctx.clock().timestamp()
+            if left_s <= 0:
+                # the token ran out: a stream must not outlive its credentials
+                yield "event: expired\ndata: {}\n\n"
+                break
             try:
-                alert = await asyncio.wait_for(sub.queue.get(), keepalive_s)
+                alert = await asyncio.wait_for(sub.queue.get(), min(keepalive_s, left_s))
             except TimeoutError:
                 if await request.is_disconnected():
                     break
@@ -58,7 +63,7 @@ async def _events(request: Request, ctx, sub: Subscriber, backlog: list[dict],
                                             "the alert JSON of contract §3"},
                        403: {"description": "unit outside your scope"}})
 async def alert_stream(
-    request: Request, ctx: Ctx, caller: StreamCaller, conn: Conn,
+    request: Request, ctx: Ctx, caller: StreamCaller, expires_s: StreamExpiry, conn: Conn,
     unit: Annotated[str | None, Query(max_length=64,
                                       description="only this unit and those below it")] = None,
     last_event_id: Annotated[int | None, Header(ge=0, le=2**63 - 1,
@@ -67,7 +72,8 @@ async def alert_stream(
 ) -> StreamingResponse:
     """Server-sent events of alert changes in the caller's scope, as they are committed. A
     token may come as ``?access_token=`` (EventSource cannot set headers). Keepalive comments
-    every 15 s (keep proxies and EventSource from timing out); ``Last-Event-ID`` replays what was missed (at most 500 changes)."""
+    every 15 s (keep proxies and EventSource from timing out); ``Last-Event-ID`` replays what was missed (at most 500 changes). The stream ends with ``event: expired`` when the token
+    runs out: sign in again and reconnect."""
     units = await asyncio.to_thread(caller.unit_filter, conn, unit)
     scope = None if units is None else frozenset(units)
     stream = ctx.stream
@@ -78,6 +84,6 @@ async def alert_stream(
                                  "luồng cảnh báo trực tiếp tạm thời không có") from exc
     backlog = [] if last_event_id is None else await stream.backlog(last_event_id, scope)
     return StreamingResponse(
-        _events(request, ctx, sub, backlog, ctx.keepalive_s),
+        _events(request, ctx, sub, backlog, ctx.keepalive_s, expires_s),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -110,3 +110,15 @@ def test_stream_needs_a_token(server):
     r = httpx.get(server + "/api/v1/alerts/stream", params={"access_token": "nonsense"},
                   timeout=5)
     assert r.status_code == 401
+
+
+def test_a_stream_ends_when_its_token_runs_out(api, server):
+    listener = Listener(server, api.token("xa.a"))
+    start = api.clock.ms
+    try:
+        api.clock.ms = start + 901_000  # past the 900 s token lifetime
+        listener._thread.join(10)
+        assert not listener._thread.is_alive(), "the stream outlived its token"
+        assert "event: expired" in listener.lines
+    finally:
+        api.clock.ms = start
