@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from alerts.model import Change
 
@@ -36,6 +36,10 @@ class AlertMetrics:
         self.decided_fixes = Counter(
             "giamsat_decide_fixes_total",
             "Fixes that went through the geofence decisions (late ones included)", registry=reg)
+        self.decide_queue = Gauge(
+            "giamsat_decide_queue_depth",
+            "Work items (stored batches, ticks, reloads) waiting for the decide stage",
+            registry=reg)
         self.lag = Histogram(
             "giamsat_alert_delivery_lag_seconds",
             "From an alert change's commit to its delivery, by channel",

@@ -427,8 +427,11 @@ def _collect(out: mp.Queue, procs: list, conn: psycopg.Connection, t0: float,
             stored = _count_stored(conn, t0 - 1)
             samples.append((time.time() - t0, stored))
             sent = sum(m[3] for m in latest.values())
-            _progress(f"[{time.time() - t0:5.1f}/{args.duration:.0f} s] offered {sent:,} fixes, "
-                      f"stored {stored:,} ({stored / max(0.1, time.time() - t0):,.0f}/s)")
+            elapsed = time.time() - t0
+            done = min(1.0, elapsed / args.duration)
+            bar = "#" * int(done * 20) + "." * (20 - int(done * 20))
+            _progress(f"[{bar}] {elapsed:5.1f}/{args.duration:.0f} s  offered {sent:,} fixes, "
+                      f"stored {stored:,} ({stored / max(0.1, elapsed):,.0f}/s)")
             next_count = time.time() + 2.0
     if sys.stdout.isatty():
         print()

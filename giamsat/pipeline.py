@@ -110,6 +110,8 @@ class DecideStage:
         self._flushed_at = time.monotonic()
         self.round_ms: deque[float] = deque(maxlen=20_000)  # recent batch rounds, diagnostics
         self._queue: queue.Queue[Any] = queue.Queue(queue_max)
+        if metrics is not None:
+            metrics.decide_queue.set_function(self._queue.qsize)
         self._pending = 0
         self._idle = threading.Condition()
         self._conn: psycopg.Connection | None = None
@@ -300,7 +302,8 @@ class DecideStage:
             fence_store.save_states(conn, states)
             _save_progress(conn, batch.received_ms, now)
         self.decided_batches += 1
-        self.metrics.decided_fixes.inc(len(batch))
+        if self.metrics is not None:
+            self.metrics.decided_fixes.inc(len(batch))
         self._committed(changes)
 
     def _states_to_save(self, busy: set[str]) -> dict[str, bytes]:

@@ -57,6 +57,7 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[dict], int]]]] = [
          "Messages waiting between the MQTT callback and the writer; overflow means the MQTT "
          "thread had to wait (back-pressure, nothing dropped).", "short",
          [target("sum(giamsat_ingest_queue_depth)", "queue depth"),
+          target("sum(giamsat_decide_queue_depth)", "decide queue (work items)"),
           target(f"sum(rate(giamsat_ingest_queue_overflow_total[{RI}]))", "overflow /s"),
           target(f"sum(rate(giamsat_ingest_db_errors_total[{RI}]))", "DB errors /s"),
           target("min(giamsat_ingest_healthy)", "healthy (1 = storing)")], 8),
