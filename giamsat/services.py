@@ -135,6 +135,8 @@ class EmbeddedPostgres:
                 "GIAMSAT_DATABASE_URL to use a running PostgreSQL"
             )
         bindir = find_postgres_bindir()
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._check_reachable(bindir)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bindir)
         (self.data_dir / "postmaster.pid").unlink(missing_ok=True)  # stale after a kill -9
@@ -150,6 +152,20 @@ class EmbeddedPostgres:
         self._wait_ready(timeout_s)
         log.info("embedded PostgreSQL on 127.0.0.1:%d (pid %d)", self.port, self.proc.pid)
         return self.url
+
+    def _check_reachable(self, bindir: Path) -> None:
+        """As root, PostgreSQL runs as an unprivileged account: it must reach its binaries and
+        the data directory's parent (not so under a 0700 home such as /root)."""
+        if self.user is None:
+            return
+        for path, what in ((bindir / "postgres", "run"), (self.data_dir.parent, "enter")):
+            ok = subprocess.run(["runuser", "-u", self.user, "--", "test", "-x", str(path)],
+                                capture_output=True).returncode == 0
+            if not ok:
+                raise ServiceError(
+                    f"running as root, PostgreSQL runs as user {self.user!r}, who cannot {what} "
+                    f"{path}: set GIAMSAT_DATA_DIR to a directory that account can reach (e.g. "
+                    "/var/lib/giamsat), run as a normal user, or set GIAMSAT_DATABASE_URL")
 
     def _wait_ready(self, timeout_s: float) -> None:
         import psycopg
