@@ -107,8 +107,9 @@ INSERT_EVENTS = f"""
     RETURNING device_id, seq, (extract(epoch FROM ts) * 1000)::int8"""
 
 
-# A device's answer to a command (contract §1), matched as `record_ack` in giamsat.pipeline
-# does: the first answer to a command sent to that device counts; a repeat changes nothing.
+# A device's answer to a command (contract §1), matched to the command the service recorded
+# when it sent it (giamsat.pipeline.send_command): the first answer to a command sent to that
+# device counts; a repeat changes nothing.
 RECORD_ACKS = f"""
     UPDATE device_commands c
        SET answered_at = {_MS.format('a.received_ms')}, ack_ts = {_MS.format('a.ts_ms')},
