@@ -27,13 +27,12 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -41,10 +40,9 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
-import psycopg  # noqa: E402
+from scratch import scratch_services  # noqa: E402  (bench/scratch.py, beside this script)
 
-from giamsat.services import EmbeddedMosquitto, EmbeddedPostgres, free_port  # noqa: E402
-from schema import connect, migrate  # noqa: E402
+from schema import connect  # noqa: E402
 
 UNIT, PROVINCE = "CAX-BENCH", "PC10-BENCH"
 LOAD_DEV, PROBE_DEV = "bl{:05d}", "bp{:05d}"
@@ -123,11 +121,6 @@ def seed_registry(url: str, n_load: int, n_probe: int, seed: int) -> None:
             )
         conn.execute("UPDATE registry_version SET version = version + 1")
         conn.commit()
-
-
-def with_db(url: str, name: str) -> str:
-    p = urlsplit(url)
-    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
 
 
 # --- roles -----------------------------------------------------------------------------------------
@@ -271,34 +264,7 @@ class Probe:
 
 
 def services(args: argparse.Namespace, stack: ExitStack) -> tuple[str, str]:
-    base = Path(tempfile.mkdtemp(prefix="giamsat-bench-alerts-"))
-    base.chmod(0o755)
-    stack.callback(lambda: subprocess.run(["rm", "-rf", str(base)], check=False))
-    if args.db_url:
-        server = args.db_url
-    else:
-        pg = EmbeddedPostgres(base / "pg", free_port())
-        server = pg.start()
-        stack.callback(pg.stop)
-    if args.mqtt_url:
-        broker = args.mqtt_url
-    else:
-        mq = EmbeddedMosquitto(base / "mqtt", free_port())
-        broker = mq.start()
-        stack.callback(mq.stop)
-    name = f"giamsat_bench_alerts_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    stack.callback(drop)
-    url = with_db(server, name)
-    with connect(url) as conn:
-        migrate(conn)
-    return url, broker
+    return scratch_services(stack, args.db_url, args.mqtt_url, "giamsat_bench_alerts")
 
 
 def child(args: list[str]) -> subprocess.Popen:

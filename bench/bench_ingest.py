@@ -24,11 +24,9 @@ import argparse
 import multiprocessing as mp
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -42,10 +40,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import orjson  # noqa: E402
-import psycopg  # noqa: E402
+from scratch import scratch_services  # noqa: E402  (bench/scratch.py, beside this script)
 
-from giamsat.services import EmbeddedMosquitto, EmbeddedPostgres, free_port  # noqa: E402
-from schema import connect, migrate  # noqa: E402
+from giamsat.services import free_port  # noqa: E402
+from schema import connect  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEVICE = "bench-d{:05d}"
@@ -103,36 +101,7 @@ class Services:
 
 def start_services(args: argparse.Namespace, stack: ExitStack) -> Services:
     """The given servers, or embedded ones on free ports (stopped when the stack closes)."""
-    base = Path(tempfile.mkdtemp(prefix="giamsat-bench-"))
-    base.chmod(0o755)  # PostgreSQL runs as another user when we are root
-    stack.callback(shutil.rmtree, base, True)
-    server = args.database_url
-    if server is None:
-        pg = EmbeddedPostgres(base / "pg", free_port())
-        server = pg.start()
-        stack.callback(pg.stop)
-    mqtt_url = args.mqtt_url
-    if mqtt_url is None:
-        mq = EmbeddedMosquitto(base / "mqtt", free_port())
-        mqtt_url = mq.start()
-        stack.callback(mq.stop)
-    return Services(scratch_database(server, stack), mqtt_url)
-
-
-def scratch_database(server_url: str, stack: ExitStack) -> str:
-    name = f"giamsat_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    stack.callback(drop)
-    url = server_url.rsplit("/", 1)[0] + "/" + name
-    with connect(url) as conn:
-        migrate(conn)
-    return url
+    return Services(*scratch_services(stack, args.database_url, args.mqtt_url))
 
 
 def register_fleet(db_url: str, devices: int) -> None:
