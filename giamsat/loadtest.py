@@ -20,12 +20,12 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import orjson
 import psycopg
 
 from config import Settings
+from config.mqtt import parse_mqtt_url
 
 # A load-test supervisee's home is scattered over this box (the demo province, Bắc Ninh),
 # its residence zone a 64-gon of RESIDENCE_RADIUS_M around it; violators move VIOLATION_M out.
@@ -118,14 +118,14 @@ class PublisherPlan:
 def _mqtt_client(url: str, client_id: str):
     import paho.mqtt.client as mqtt
 
-    parts = urlsplit(url)
+    target = parse_mqtt_url(url)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                          clean_session=True)
-    if parts.username:
-        client.username_pw_set(parts.username, parts.password)
+    if target.username:
+        client.username_pw_set(target.username, target.password)
     client.max_inflight_messages_set(10_000)
     client.max_queued_messages_set(0)
-    client.connect(parts.hostname or "127.0.0.1", parts.port or 1883, keepalive=30)
+    client.connect(target.host, target.port, keepalive=30)
     return client
 
 

@@ -26,12 +26,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from urllib.parse import SplitResult, unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from config.mqtt import MqttTarget, parse_mqtt_url
 from ingest.client import IngestClient
 from ingest.records import StoredBatch
 
@@ -57,9 +57,8 @@ class Consumer:
                  username: str | None = None, password: str | None = None, keepalive: int = 30,
                  clock_ms: Callable[[], int] = wall_clock_ms,
                  on_overflow: Callable[[], None] = lambda: None) -> None:
-        url = urlsplit(mqtt_url)
-        default_port = 8883 if url.scheme in ("mqtts", "ssl") else 1883
-        self.host, self.port = url.hostname or "127.0.0.1", url.port or default_port
+        target = parse_mqtt_url(mqtt_url)
+        self.host, self.port = target.host, target.port
         self.keepalive = keepalive
         self.queue: queue.Queue[Item] = queue.Queue(maxsize=queue_max)
         self.connected = threading.Event()  # connected and subscribed
@@ -68,16 +67,16 @@ class Consumer:
         self._generation = 0
         self._ack_lock = threading.Lock()
         self._accepting = True
-        self.client = self._make_client(client_id, url, username, password)
+        self.client = self._make_client(client_id, target, username, password)
 
-    def _make_client(self, client_id: str, url: SplitResult, username: str | None,
+    def _make_client(self, client_id: str, target: MqttTarget, username: str | None,
                      password: str | None) -> IngestClient:
         client = IngestClient(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                               protocol=mqtt.MQTTv5, manual_ack=True)
-        if url.scheme in ("mqtts", "ssl"):
+        if target.tls:
             client.tls_set()  # the system's CA certificates
-        user = unquote(url.username) if url.username else username
-        secret = unquote(url.password) if url.password else password
+        user = target.username or username
+        secret = target.password or password
         if user:
             client.username_pw_set(user, secret)
         client.fast_message = self.enqueue

@@ -18,11 +18,11 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TextIO
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from config.mqtt import MqttTarget, parse_mqtt_url
 from simulators import messages as m
 from simulators.demo import build_demo_document
 from simulators.fleet import Fleet, FleetConfig
@@ -31,32 +31,6 @@ from simulators.profiles import profiles
 DEFAULT_URL = "mqtt://127.0.0.1:1883"
 MAX_STEP_MS = 250  # fleet time stepped per round at most (ms)
 MAX_OUTSTANDING = 20_000  # unconfirmed publishes at most (paho's message ids are 16-bit)
-
-
-@dataclass(frozen=True)
-class MqttTarget:
-    """Where to connect: host, port, optional credentials, TLS or not."""
-
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-
-
-def parse_mqtt_url(url: str) -> MqttTarget:
-    """`mqtt://[user[:pass]@]host[:port]` (1883) or `mqtts://...` (TLS, 8883) to a target."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-        raise ValueError(
-            f"unsupported MQTT URL scheme {parts.scheme!r} in {url!r}: use mqtt:// or mqtts://"
-        )
-    tls = parts.scheme in ("mqtts", "ssl")
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password else None
-    return MqttTarget(
-        parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883), user, password, tls
-    )
 
 
 @dataclass

@@ -7,11 +7,11 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
 from alerts.delivery.base import Outcome, Outgoing
+from config.mqtt import parse_mqtt_url
 
 log = logging.getLogger("giamsat.alerts.mqtt")
 
@@ -46,9 +46,8 @@ class MqttChannel:
     @classmethod
     def from_url(cls, url: str, client_id: str, **kwargs) -> MqttChannel:
         """From ``mqtt://user:pass@host:port``."""
-        p = urlsplit(url)
-        return cls(p.hostname or "127.0.0.1", p.port or 1883, client_id,
-                   username=p.username, password=p.password, **kwargs)
+        t = parse_mqtt_url(url)
+        return cls(t.host, t.port, client_id, username=t.username, password=t.password, **kwargs)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_code.is_failure:

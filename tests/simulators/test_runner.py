@@ -12,10 +12,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from config.mqtt import MqttTarget, parse_mqtt_url
 from simulators import cli
 from simulators import messages as m
 from simulators.demo import build_demo_document
-from simulators.runner import MqttTarget, RunConfig, fleet_for, parse_mqtt_url, simulate
+from simulators.runner import RunConfig, fleet_for, simulate
 from tests.simulators.protocol import payload_errors
 
 
