@@ -537,16 +537,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _service_login(args: argparse.Namespace, settings: Settings, out: Path) -> tuple[str, str]:
-    from urllib.parse import unquote, urlsplit
+    from config.mqtt import parse_mqtt_url
 
-    url = urlsplit(settings.mqtt_url) if settings.mqtt_url else None
+    url = parse_mqtt_url(settings.mqtt_url) if settings.mqtt_url else None
     user = (args.service_user or settings.mqtt_username
-            or (unquote(url.username) if url and url.username else None) or DEFAULT_SERVICE_USER)
+            or (url.username if url else None) or DEFAULT_SERVICE_USER)
     if args.service_password_file is not None:
         password = args.service_password_file.read_text().strip()
     else:
         password = (settings.mqtt_password
-                    or (unquote(url.password) if url and url.password else None)
+                    or (url.password if url else None)
                     or load_or_create_secret(out / "service.secret"))
     if not password:
         raise BrokerConfigError("the service password is empty")
