@@ -88,10 +88,9 @@ def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.mqtt_url == sim_cli.DEFAULT_URL and not settings.mqtt_url:
         # the embedded broker is secured: publish with its simulator login
-        from giamsat.brokerconfig import embedded_broker_auth
+        from giamsat.brokerconfig import embedded_login_url
 
-        auth = embedded_broker_auth(settings.data_dir)
-        args.mqtt_url = auth.simulator.url("127.0.0.1", settings.embedded_mqtt_port)
+        args.mqtt_url = embedded_login_url(settings, "simulator")
     return sim_cli.run(args)
 
 

@@ -26,6 +26,7 @@ import psycopg
 
 from config import Settings
 from config.mqtt import parse_mqtt_url
+from giamsat.brokerconfig import embedded_login_url
 
 # A load-test supervisee's home is scattered over this box (the demo province, Bắc Ninh),
 # its residence zone a 64-gon of RESIDENCE_RADIUS_M around it; violators move VIOLATION_M out.
@@ -340,16 +341,8 @@ def _plans(args: argparse.Namespace, mqtt_url: str,
     return plans
 
 
-def _embedded_simulator_url(settings: Settings) -> str:
-    """The embedded broker's simulator login (it may publish as any device)."""
-    from giamsat.brokerconfig import embedded_broker_auth
-
-    auth = embedded_broker_auth(settings.data_dir)
-    return auth.simulator.url("127.0.0.1", settings.embedded_mqtt_port)
-
-
 def _urls(args: argparse.Namespace, settings: Settings) -> tuple[str, str, str | None]:
-    mqtt_url = args.mqtt_url or settings.mqtt_url or _embedded_simulator_url(settings)
+    mqtt_url = args.mqtt_url or settings.mqtt_url or embedded_login_url(settings, "simulator")
     db_url = args.database_url or settings.database_url or \
         f"postgresql://postgres@127.0.0.1:{settings.embedded_pg_port}/giamsat"
     host, port = settings.http_host_port()

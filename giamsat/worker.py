@@ -22,10 +22,9 @@ log = logging.getLogger("giamsat.worker")
 def _mqtt_url(settings: Settings) -> str:
     if settings.mqtt_url:
         return settings.mqtt_url
-    from giamsat.brokerconfig import embedded_broker_auth
+    from giamsat.brokerconfig import embedded_login_url
 
-    auth = embedded_broker_auth(settings.data_dir)
-    return auth.service.url("127.0.0.1", settings.embedded_mqtt_port)
+    return embedded_login_url(settings, "service")
 
 
 def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
