@@ -51,13 +51,14 @@ CREATE TABLE alert_history (
     data      jsonb NOT NULL DEFAULT '{}'::jsonb
 );
 CREATE INDEX alert_history_alert ON alert_history (alert_id, id);
--- append-only: history rows are never changed or removed
-CREATE FUNCTION alert_history_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+-- append-only: history rows are never changed or removed (the function serves every
+-- append-only table: the audit log too)
+CREATE FUNCTION forbid_update_or_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'alert_history is append-only';
+    RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
 END $$;
 CREATE TRIGGER alert_history_no_update BEFORE UPDATE OR DELETE ON alert_history
-    FOR EACH ROW EXECUTE FUNCTION alert_history_append_only();
+    FOR EACH ROW EXECUTE FUNCTION forbid_update_or_delete();
 
 -- Per-unit delivery endpoints (webhooks, signed with the unit's secret).
 CREATE TABLE unit_webhooks (
