@@ -61,7 +61,7 @@ def create_app(settings: Settings, db_url: str, *, registry: CollectorRegistry |
                pool_max: int = 8) -> FastAPI:
     """The API app.
 
-    - ``settings``: read once by the entrypoint (http, timezone, token_ttl_s, tile_url,
+    - ``settings``: read once by the entrypoint (http, timezone, token_ttl_s, session_max_s, tile_url,
       max_accuracy_m, margin_m are used here);
     - ``db_url``: the migrated database; connections are pooled (``pool_max``), opened lazily;
     - ``registry``: the Prometheus registry ``/metrics`` exposes (a fresh one if None);
@@ -79,7 +79,7 @@ def create_app(settings: Settings, db_url: str, *, registry: CollectorRegistry |
         key = secrets.token_urlsafe(48)
     metrics = ApiMetrics(registry or CollectorRegistry())
     ctx = ApiContext(settings=settings, db_url=db_url, clock=clock,
-                     tokens=Tokens(key, settings.token_ttl_s, clock), metrics=metrics,
+                     tokens=Tokens(key, settings.token_ttl_s, clock, settings.session_max_s), metrics=metrics,
                      readiness=readiness, policies=policies or PolicyTable.default(),
                      pool_max=pool_max)
     ctx.stream = AlertStream(db_url, lambda fn: _with_connection(ctx, fn))

@@ -94,7 +94,7 @@ oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 _UNAUTHORISED = {"WWW-Authenticate": "Bearer"}
 
 
-def _officer_from_token(ctx: ApiContext, conn: psycopg.Connection, token: str | None) -> Officer:
+def officer_from_token(ctx: ApiContext, conn: psycopg.Connection, token: str | None) -> Officer:
     if not token:
         raise HTTPException(401, "not signed in: send a bearer token / chưa đăng nhập",
                             headers=_UNAUTHORISED)
@@ -111,14 +111,14 @@ def _officer_from_token(ctx: ApiContext, conn: psycopg.Connection, token: str | 
 
 
 def _caller(ctx: Ctx, conn: Conn, token: Annotated[str | None, Depends(oauth2)]) -> Scope:
-    return Scope.of(conn, _officer_from_token(ctx, conn, token))
+    return Scope.of(conn, officer_from_token(ctx, conn, token))
 
 
 def _stream_caller(ctx: Ctx, conn: Conn, token: Annotated[str | None, Depends(oauth2)],
                    access_token: Annotated[str | None, Query(
                        description="bearer token, for EventSource clients that cannot "
                                    "set headers")] = None) -> Scope:
-    return Scope.of(conn, _officer_from_token(ctx, conn, token or access_token))
+    return Scope.of(conn, officer_from_token(ctx, conn, token or access_token))
 
 
 def _stream_expiry(ctx: Ctx, token: Annotated[str | None, Depends(oauth2)],

@@ -1,5 +1,10 @@
 """Short-lived bearer tokens: JWTs signed HS256 with pyjwt.
 
+A token lives ``ttl_s``; the dashboard exchanges a still-valid one for a fresh one while the
+officer is at work (``POST /api/v1/auth/refresh``), up to ``session_max_s`` after the password
+was given (the ``auth_time`` claim, carried over unchanged by every refresh). An unattended
+screen therefore locks after ``ttl_s``, and a shift ends with a new sign-in.
+
 Expiry is checked against the app's injected clock (not pyjwt's wall clock), so tests can move
 time; the signature, algorithm and required claims are pyjwt's to check.
 """
@@ -7,6 +12,7 @@ time; the signature, algorithm and required claims are pyjwt's to check.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 import jwt
@@ -20,21 +26,38 @@ class TokenInvalid(Exception):
     """A bearer token that is malformed, badly signed or expired; the message says which."""
 
 
-class Tokens:
-    """Issues and verifies the API's bearer tokens."""
+@dataclass(frozen=True)
+class Claims:
+    """What a verified token says: who, since when signed in, until when valid (epoch s)."""
 
-    def __init__(self, key: str, ttl_s: int, clock: Callable[[], datetime]):
+    username: str
+    auth_time: int
+    expires_at: int
+
+
+class Tokens:
+    """Issues, verifies and refreshes the API's bearer tokens."""
+
+    def __init__(self, key: str, ttl_s: int, clock: Callable[[], datetime],
+                 session_max_s: int | None = None):
         if len(key.encode()) < MIN_KEY_BYTES:
             raise ValueError(f"the token signing key must be at least {MIN_KEY_BYTES} bytes")
         self._key = key
         self.ttl_s = ttl_s
+        self.session_max_s = max(ttl_s, session_max_s or ttl_s)
         self._clock = clock
 
-    def issue(self, username: str, role: str) -> str:
-        """A token for ``username`` valid for ``ttl_s`` seconds from now."""
-        now = int(self._clock().timestamp())
+    def _now(self) -> int:
+        return int(self._clock().timestamp())
+
+    def issue(self, username: str, role: str, auth_time: int | None = None) -> str:
+        """A token for ``username`` valid for ``ttl_s`` seconds from now, never past
+        ``session_max_s`` after ``auth_time`` (the sign-in; now when None)."""
+        now = self._now()
+        auth_time = now if auth_time is None else auth_time
         claims = {"sub": username, "role": role, "iss": ISSUER, "iat": now,
-                  "exp": now + self.ttl_s}
+                  "auth_time": auth_time,
+                  "exp": min(now + self.ttl_s, auth_time + self.session_max_s)}
         return jwt.encode(claims, self._key, algorithm=ALGORITHM)
 
     def expiry(self, token: str) -> int:
@@ -43,14 +66,29 @@ class Tokens:
                             options={"verify_exp": False, "verify_iat": False})
         return int(claims["exp"])
 
-    def verify(self, token: str) -> str:
-        """The username the token was issued to; raise TokenInvalid otherwise."""
+    def claims(self, token: str) -> Claims:
+        """The verified claims of a valid, unexpired token; raise TokenInvalid otherwise.
+
+        A token issued before ``auth_time`` existed counts as signed in at its ``iat``.
+        """
         try:
             claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], issuer=ISSUER,
                                 options={"require": ["sub", "exp", "iat"], "verify_exp": False,
                                          "verify_iat": False})
         except jwt.InvalidTokenError as exc:
             raise TokenInvalid(f"invalid token: {exc}") from exc
-        if not isinstance(claims["exp"], int) or claims["exp"] <= self._clock().timestamp():
+        exp, iat = claims["exp"], claims["iat"]
+        auth_time = claims.get("auth_time", iat)
+        if not all(isinstance(v, int) for v in (exp, iat, auth_time)):
+            raise TokenInvalid("invalid token: exp, iat and auth_time must be integers")
+        if exp <= self._now():
             raise TokenInvalid("token expired")
-        return str(claims["sub"])
+        return Claims(str(claims["sub"]), auth_time, exp)
+
+    def verify(self, token: str) -> str:
+        """The username the token was issued to; raise TokenInvalid otherwise."""
+        return self.claims(token).username
+
+    def session_left_s(self, claims: Claims) -> int:
+        """Seconds until this sign-in can no longer be refreshed."""
+        return claims.auth_time + self.session_max_s - self._now()

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
 
     # --- API --------------------------------------------------------------------------------
     token_ttl_s: int = Field(900, description="lifetime of an API bearer token, s")
+    session_max_s: int = Field(
+        43200, description="longest a sign-in lasts, token refreshes included (a shift), s"
+    )
     tile_url: str | None = Field(
         None, description="map tile URL template; unset = offline map of unit boundaries"
     )

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
-from api.deps import Caller, Conn, Ctx
-from api.officers import authenticate
+from api.deps import Caller, Conn, Ctx, oauth2, officer_from_token
+from api.officers import Officer, authenticate
+from api.tokens import TokenInvalid
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
 log = logging.getLogger("giamsat.api")
@@ -27,6 +28,7 @@ class TokenView(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int
+    session_expires_in: int  # s until this sign-in can no longer be refreshed
     user: UserView
 
 
@@ -46,8 +48,31 @@ def token(ctx: Ctx, conn: Conn,
                             headers={"WWW-Authenticate": "Bearer"})
     ctx.metrics.logins.labels("ok").inc()
     log.info("sign-in officer=%s", officer.username)
-    return TokenView(access_token=ctx.tokens.issue(officer.username, officer.role),
-                     expires_in=ctx.tokens.ttl_s,
+    return _token_view(ctx, officer, None)
+
+
+@router.post("/auth/refresh", response_model=TokenView,
+             responses={401: {"description": "no valid token, or the account is disabled"}})
+def refresh(ctx: Ctx, conn: Conn, token: Annotated[str | None, Depends(oauth2)]) -> TokenView:
+    """Exchange a valid bearer token for a fresh one, for as long as the sign-in lasts
+    (``GIAMSAT_SESSION_MAX_S`` after the password was given); the officer's current role and
+    unit are read again. The old token stays valid until it runs out."""
+    officer = officer_from_token(ctx, conn, token)
+    try:
+        claims = ctx.tokens.claims(token or "")
+    except TokenInvalid as exc:  # expired between the two reads
+        raise HTTPException(401, f"{exc} / phiên đăng nhập đã hết hạn",
+                            headers={"WWW-Authenticate": "Bearer"}) from exc
+    ctx.metrics.logins.labels("refresh").inc()
+    return _token_view(ctx, officer, claims.auth_time)
+
+
+def _token_view(ctx: Ctx, officer: Officer, auth_time: int | None) -> TokenView:
+    token = ctx.tokens.issue(officer.username, officer.role, auth_time)
+    claims = ctx.tokens.claims(token)
+    return TokenView(access_token=token,
+                     expires_in=claims.expires_at - int(ctx.clock().timestamp()),
+                     session_expires_in=max(0, ctx.tokens.session_left_s(claims)),
                      user=UserView(username=officer.username, role=officer.role,
                                    unit=officer.unit, display_name=officer.display_name))
 

@@ -10,7 +10,7 @@ export class ApiError extends Error {
   }
 }
 
-let session = null; // {token, user, expires_at}
+let session = null; // {token, user, issued_at, expires_at, session_ends_at} (times: epoch ms)
 let onExpired = () => {};
 
 try {
@@ -47,18 +47,46 @@ export async function login(username, password) {
   });
   if (!res.ok) throw new ApiError(res.status, await errorText(res));
   const data = await res.json();
+  keep(data, null);
+  if (!session.user) session.user = await get('/me');
+  save();
+  return session;
+}
+
+/**
+ * Exchange the current token for a fresh one (the sign-in itself lasts at most
+ * session_ends_at). Returns the new session; throws ApiError when the API refuses.
+ */
+export async function refresh() {
+  if (!session) throw new ApiError(401, 'not signed in');
+  const res = await fetch(`${BASE}/auth/refresh`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${session.token}`, Accept: 'application/json' },
+  });
+  if (!res.ok) throw new ApiError(res.status, await errorText(res));
+  keep(await res.json(), session.user);
+  save();
+  return session;
+}
+
+function keep(data, user) {
+  const now = Date.now();
+  const expiresIn = (data.expires_in || 900) * 1000;
   session = {
     token: data.access_token,
-    user: data.user || null,
-    expires_at: Date.now() + (data.expires_in || 900) * 1000,
+    user: data.user || user,
+    issued_at: now,
+    expires_at: now + expiresIn,
+    session_ends_at: now + (data.session_expires_in ?? data.expires_in ?? 900) * 1000,
   };
-  if (!session.user) session.user = await get('/me');
+}
+
+function save() {
   try {
     sessionStorage.setItem(TOKEN_KEY, JSON.stringify(session));
   } catch {
     /* ignore */
   }
-  return session;
 }
 
 async function errorText(res) {
@@ -164,6 +192,15 @@ export function openAlertStream({ onAlert, onState, onReconnect }) {
 
   connect();
   return {
+    /** Reconnect now (with the current token), e.g. after a token refresh. */
+    renew() {
+      if (stopped) return;
+      clearTimeout(timer);
+      clearInterval(countdown);
+      if (es) es.close();
+      es = null;
+      connect();
+    },
     close() {
       stopped = true;
       clearTimeout(timer);

@@ -153,16 +153,52 @@ async function startApp() {
   });
   await loadAlerts();
   renderDetail();
-  // Tokens are short-lived: when this one runs out, ask for the password again (the address,
-  // hence the open view, is kept). The live stream would otherwise go on unauthenticated.
-  state.timers.push(setTimeout(() => {
-    api.clearSession();
-    showLogin(t('login.expired'));
-  }, Math.max(0, session.expires_at - Date.now())));
+  watchSession();
   state.timers.push(setInterval(refreshTimes, 30_000));
   state.timers.push(setInterval(() => { if (state.view === 'map' && state.map) loadPositions(); }, 30_000));
   route();
   $('main').focus({ preventScroll: true });
+}
+
+// --- the sign-in's lifetime -----------------------------------------------------------------
+// Tokens are short-lived. While the officer is at work (a click, key or scroll since the token
+// was issued) the dashboard swaps it for a fresh one when two thirds of its life have passed,
+// up to the sign-in's own limit (a shift); an unattended screen keeps none alive. When the
+// token runs out, ask for the password again (the address, hence the open view, is kept): the
+// live stream would otherwise go on unauthenticated.
+
+let lastActivity = 0;
+for (const type of ['pointerdown', 'keydown', 'wheel', 'touchstart']) {
+  document.addEventListener(type, () => { lastActivity = Date.now(); }, { capture: true, passive: true });
+}
+
+function watchSession() {
+  const first = api.getSession();
+  const life = first.expires_at - (first.issued_at || Date.now());
+  const every = Math.max(1000, Math.min(30_000, life / 6));
+  let refreshing = false;
+  state.timers.push(setInterval(async () => {
+    const s = api.getSession();
+    if (!s) return;
+    const now = Date.now();
+    if (now >= s.expires_at) {
+      api.clearSession();
+      showLogin(t('login.expired'));
+      return;
+    }
+    const due = s.issued_at && now >= s.issued_at + (2 * (s.expires_at - s.issued_at)) / 3;
+    const worthIt = (s.session_ends_at || 0) > s.expires_at;
+    if (!due || !worthIt || refreshing || lastActivity < s.issued_at) return;
+    refreshing = true;
+    try {
+      await api.refresh();
+      if (state.stream) state.stream.renew();
+    } catch {
+      /* refused or unreachable: the token runs out as it would have */
+    } finally {
+      refreshing = false;
+    }
+  }, every));
 }
 
 function stopApp() {

@@ -194,8 +194,10 @@ class MutableClock:
         return _ts(self.ms)
 
 
-def make_app(db_url: str, clock: Callable[[], datetime], **kwargs):
-    settings = Settings(token_ttl_s=900, http="127.0.0.1:0")
+def make_app(db_url: str, clock: Callable[[], datetime], token_ttl_s: int = 900,
+             session_max_s: int = 43_200, **kwargs):
+    settings = Settings(token_ttl_s=token_ttl_s, session_max_s=session_max_s,
+                        http="127.0.0.1:0")
     return create_app(settings, db_url, registry=CollectorRegistry(), clock=clock,
                       secret_key=SECRET, pool_max=4, **kwargs)
 

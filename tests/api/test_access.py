@@ -65,6 +65,8 @@ CASES = [
     Case("POST", "/api/v1/auth/token", "/api/v1/auth/token", "xa.a", 200, None,
          data={"username": "xa.a", "password": PASSWORD}, check="access_token"),
     # the caller's own view: another unit's officer gets their own, never A's
+    Case("POST", "/api/v1/auth/refresh", "/api/v1/auth/refresh", "xa.a", 200, "xa.b",
+         check=COMMUNE_A),
     Case("GET", "/api/v1/me", "/api/v1/me", "xa.a", 200, "xa.b", check=COMMUNE_A),
     Case("GET", "/api/v1/units", "/api/v1/units", "xa.a", 200, "xa.b", check=COMMUNE_A),
     # units and officers
@@ -131,7 +133,7 @@ CASES = [
          params={"unit": COMMUNE_A, "month": "2026-01"}, check="violation_rate"),
 ]
 
-SELF_VIEWS = {"GET /api/v1/me", "GET /api/v1/units"}  # no unit to name: the outsider sees their own
+SELF_VIEWS = {"GET /api/v1/me", "GET /api/v1/units", "POST /api/v1/auth/refresh"}  # no unit to name: the outsider sees their own
 STREAMING = {"/api/v1/alerts/stream"}
 
 

@@ -89,3 +89,60 @@ def test_officer_fields_are_checked(db):
     with pytest.raises(OfficerError) as role:
         create_officer(db, "can.bo", PASSWORD, "chief", None)
     assert role.value.field == "role"
+
+
+def test_refresh_extends_a_valid_token_until_the_session_limit(db_url):
+    """A still-valid token buys a fresh one with the same sign-in time; an expired one does
+    not; no refresh reaches past session_max_s after the password was given."""
+    with connect(db_url) as conn:
+        conn.execute("INSERT INTO units (code, name) VALUES ('CAX-1', 'Xã Một')")
+        conn.commit()
+        create_officer(conn, "can.bo", PASSWORD, "commune", "CAX-1")
+    clock = MutableClock(T)
+    settings = {"token_ttl_s": 900, "session_max_s": 2_000}
+    with TestClient(make_app(db_url, clock, **settings)) as client:
+        first = _login(client, "can.bo", PASSWORD).json()
+        assert first["expires_in"] == 900 and first["session_expires_in"] == 2_000
+        clock.ms += 600_000
+        fresh = _refresh(client, first["access_token"])
+        assert fresh.status_code == 200, fresh.text
+        body = fresh.json()
+        assert body["expires_in"] == 900 and body["session_expires_in"] == 1_400
+        assert body["user"]["unit"] == "CAX-1" and body["access_token"] != first["access_token"]
+        clock.ms += 800_000  # 1,400 s after sign-in: the first token is dead, the fresh one not
+        assert client.get("/api/v1/me", headers=_bearer(first["access_token"])).status_code == 401
+        assert client.get("/api/v1/me", headers=_bearer(body["access_token"])).status_code == 200
+        last = _refresh(client, body["access_token"]).json()
+        assert last["expires_in"] == 600 and last["session_expires_in"] == 600  # capped
+        clock.ms += 600_000  # the sign-in is session_max_s old: nothing refreshes any more
+        ended = _refresh(client, last["access_token"])
+        assert ended.status_code == 401 and "expired" in ended.json()["detail"]
+        assert _refresh(client, None).status_code == 401
+        assert _login(client, "can.bo", PASSWORD).json()["session_expires_in"] == 2_000
+
+
+def test_refresh_is_refused_to_a_disabled_officer_and_reads_the_role_again(db_url):
+    with connect(db_url) as conn:
+        ensure_admin(conn, ADMIN_PASSWORD)
+        conn.execute("INSERT INTO units (code, name) VALUES ('CAX-1', 'Xã Một'), "
+                     "('CAX-2', 'Xã Hai')")
+        conn.commit()
+        create_officer(conn, "can.bo", PASSWORD, "commune", "CAX-1")
+    with TestClient(make_app(db_url, MutableClock(T))) as client:
+        token = _login(client, "can.bo", PASSWORD).json()["access_token"]
+        admin = _bearer(_login(client, "admin", ADMIN_PASSWORD).json()["access_token"])
+        moved = client.put("/api/v1/officers/can.bo", json={"unit": "CAX-2"}, headers=admin)
+        assert moved.status_code == 200, moved.text
+        assert _refresh(client, token).json()["user"]["unit"] == "CAX-2"
+        off = client.put("/api/v1/officers/can.bo", json={"active": False}, headers=admin)
+        assert off.status_code == 200
+        refused = _refresh(client, token)
+        assert refused.status_code == 401 and "disabled" in refused.json()["detail"]
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _refresh(client: TestClient, token: str | None):
+    return client.post("/api/v1/auth/refresh", headers=_bearer(token) if token else {})

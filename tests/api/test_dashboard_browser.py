@@ -552,8 +552,9 @@ def sign_in(d, wait, base: str) -> None:
 
 def test_expired_session_asks_for_the_password_again(browser, db_url: str, seeded: Seed,
                                                      tmp_path: Path):
-    """Tokens are short-lived: when one runs out the dashboard says so and asks for the
-    password, keeping the open view, and carries on live after signing in again."""
+    """Tokens are short-lived: when one runs out on an unattended screen the dashboard says so
+    and asks for the password, keeping the open view, and carries on live after signing in
+    again."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
@@ -562,7 +563,7 @@ def test_expired_session_asks_for_the_password_again(browser, db_url: str, seede
     wait = WebDriverWait(d, 20)
     with serve_api(db_url, tmp_path, GIAMSAT_TOKEN_TTL_S="6") as base:
         sign_in(d, wait, base)
-        d.find_element(By.ID, "tab-report").click()
+        d.execute_script("location.hash = '#/report'")  # not an officer's click: unattended
         err = WebDriverWait(d, 15).until(EC.visibility_of_element_located((By.ID, "login-error")))
         assert "hết hạn" in err.text
         assert d.find_element(By.ID, "login-username").get_attribute("value") == OFFICER
@@ -571,3 +572,35 @@ def test_expired_session_asks_for_the_password_again(browser, db_url: str, seede
         d.find_element(By.ID, "login-submit").click()
         wait.until(lambda _: d.find_element(By.ID, "view-report").is_displayed())
         wait.until(lambda _: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
+
+
+def test_an_officer_at_work_stays_signed_in(browser, db_url: str, seeded: Seed, tmp_path: Path):
+    """While the officer clicks and types, the dashboard refreshes its token before it runs
+    out (here three times over) and the live stream carries on; the sign-in's own limit then
+    ends the session all the same."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    d = browser
+    wait = WebDriverWait(d, 20)
+    with serve_api(db_url, tmp_path, GIAMSAT_TOKEN_TTL_S="6",
+                   GIAMSAT_SESSION_MAX_S="24") as base:
+        sign_in(d, wait, base)
+        first = d.execute_script("return JSON.parse(sessionStorage['giamsat.session']).token")
+        tokens = {first}
+        started = time.monotonic()
+        while time.monotonic() - started < 18:  # three token lifetimes
+            ActionChains(d).send_keys(Keys.SHIFT).perform()  # the officer at work
+            tokens.add(d.execute_script(
+                "return JSON.parse(sessionStorage['giamsat.session'] || 'null')?.token"))
+            assert d.find_element(By.ID, "login-view").get_attribute("hidden") is not None, \
+                "asked for the password while at work"
+            time.sleep(0.5)
+        assert len(tokens - {None}) >= 3, "the token was not refreshed"
+        wait.until(lambda _: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
+        err = WebDriverWait(d, 15).until(
+            lambda _: d.find_element(By.ID, "login-error").is_displayed()
+            and d.find_element(By.ID, "login-error"))
+        assert "hết hạn" in err.text  # 24 s after signing in, work or not
