@@ -283,8 +283,20 @@ def _loop(
     cfg: RunConfig, fleet: Fleet, pub: Publisher, summary: Summary, progress: Progress
 ) -> None:
     """Step the fleet on the wall clock and publish what is due."""
-    t0, sim = time.monotonic(), fleet.start_ms
+    t0 = time.monotonic()
     limit = cfg.max_messages if cfg.max_messages is not None else math.inf
+    try:
+        sim = _rounds(cfg, fleet, pub, summary, progress, t0, limit)
+        summary.lag_s = max(0.0, (m.now_ms() - sim) / 1000)
+    finally:  # also when interrupted (Ctrl-C, SIGTERM): the summary says how long it ran
+        summary.elapsed_s = time.monotonic() - t0
+        progress.done()
+
+
+def _rounds(cfg: RunConfig, fleet: Fleet, pub: Publisher, summary: Summary, progress: Progress,
+            t0: float, limit: float) -> int:
+    """Publish round after round until the duration or the message limit; the fleet time."""
+    sim = fleet.start_ms
     while True:
         elapsed = time.monotonic() - t0
         # Follow the wall clock, but at most MAX_STEP_MS of fleet time per round: when the fleet
@@ -298,11 +310,8 @@ def _loop(
                 break  # a big round (a fast rate) still stops on time
             _publish(pub, topic, payload, qos, summary)
         if _over(t0, cfg, progress, summary, pub) or summary.sent >= limit:
-            break
+            return sim
         time.sleep(max(0.0, cfg.tick_s - (time.monotonic() - t0 - elapsed)))
-    summary.lag_s = max(0.0, (m.now_ms() - sim) / 1000)
-    summary.elapsed_s = time.monotonic() - t0
-    progress.done()
 
 
 def _over(t0: float, cfg: RunConfig, progress: Progress, summary: Summary, pub: Publisher) -> bool:

@@ -207,3 +207,27 @@ def test_single_connection_stops_at_max_messages(mqtt_broker, unique_id, tmp_pat
     assert "sent 150 messages" in out and "acked 150" in out
     assert len(got) + len(listener.got["hb"]) + len(listener.got["evt"]) == 150
     assert all(len(orjson.loads(p)["fixes"]) == 5 for _, p in got)
+
+
+def test_an_interrupted_run_reports_how_long_it_ran(mqtt_broker, unique_id, tmp_path):
+    """SIGTERM (how `giamsat up` stops its simulator) ends the run cleanly with a true summary:
+    its duration and rate, not zero."""
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "reg.json"
+    path.write_bytes(orjson.dumps(_registry(f"simi{unique_id}", 4)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulators", "--mqtt-url", mqtt_broker.url, "--registry",
+         str(path), "--rate", "50", "--duration", "120", "--single-connection",
+         "--clean-session", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(4)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out
+    line = next(ln for ln in out.splitlines() if ln.startswith("simulated 4 devices for"))
+    seconds = float(line.split(" for ")[1].split(" s:")[0])
+    rate = int(line.rsplit(", ", 1)[1].split()[0])
+    assert 1.0 <= seconds < 20.0 and rate > 0, line
