@@ -1,11 +1,15 @@
 """The composition root: ``giamsat up`` starts (or finds) the services, prepares the database,
 and runs the pipeline (``giamsat worker``), the API and, with ``--demo``, a simulated fleet as
-child processes, restarting a child that dies and stopping everything on Ctrl-C / SIGTERM.
+child processes, restarting a child that dies and stopping everything on Ctrl-C / SIGTERM /
+SIGHUP: the simulator first, then the API, then the worker (which stores what it was given),
+then the embedded services.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import logging
 import os
 import secrets
@@ -13,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +91,19 @@ def secret_key(settings: Settings) -> str:
     return path.read_text().strip()
 
 
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the parent (pid) dies."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 @dataclass
 class Child:
     """A supervised child process, restarted with backoff when it dies."""
@@ -100,7 +117,11 @@ class Child:
     restart_at: float | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, env=self.env)
+        # Its own process group: a terminal's Ctrl-C reaches ``up`` alone, which then stops the
+        # children in order (the simulator before the worker, so that the worker stores what
+        # the simulator published). And it dies with ``up``, even when ``up`` is killed -9.
+        self.proc = subprocess.Popen(self.argv, env=self.env, process_group=0,
+                                     preexec_fn=functools.partial(_die_with_parent, os.getpid()))
         self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.proc.pid)
 
@@ -253,6 +274,28 @@ def _children(settings: Settings, env: dict[str, str], demo_file: Path | None,
     return kids
 
 
+def _wait_for_worker(settings: Settings, since: float, stopping: Callable[[], bool],
+                     timeout_s: float = 60.0) -> None:
+    """Wait until the worker reports healthy after ``since`` (epoch s): connected, with its
+    broker session and subscription in place. On a first start there is no session yet, and a
+    broker drops what is published before anyone subscribes, so the simulated fleet waits."""
+    from giamsat.observe import HEALTH_FILE
+
+    path = settings.data_dir / HEALTH_FILE
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not stopping():
+        try:
+            state = json.loads(path.read_text())
+            if state.get("healthy") and float(state.get("at", 0)) >= since:
+                return
+        except (OSError, ValueError):
+            pass  # not written yet, or being replaced
+        time.sleep(0.2)
+    if not stopping():
+        log.warning("the worker has not reported ready in %.0f s; starting the simulator anyway",
+                    timeout_s)
+
+
 def run_up(settings: Settings, demo: bool = False, simulate: bool = True,
            devices: int | None = None) -> int:
     """``giamsat up``: run until Ctrl-C or SIGTERM."""
@@ -263,15 +306,18 @@ def run_up(settings: Settings, demo: bool = False, simulate: bool = True,
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # HUP: its terminal closed
+        signal.signal(signum, on_signal)
     try:
         db_url, mqtt_url, sim_url = _start_services(settings, stack)
         demo_file = _prepare_database(settings, db_url, demo)
         _sync_broker(stack, db_url)  # the demo registry's devices
         env = _child_env(settings, db_url, mqtt_url)
         stack.children = _children(settings, env, demo_file, simulate, devices, sim_url)
+        started = time.time()
         for child in stack.children:
+            if child.name == "simulator":
+                _wait_for_worker(settings, started, lambda: stopping)
             child.start()
         host, port = settings.http_host_port()
         print(f"\n  giamsat is up: dashboard http://{host}:{port}/  (Ctrl-C to stop)\n",

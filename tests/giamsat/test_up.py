@@ -1,5 +1,6 @@
 """`giamsat up --demo` as a user runs it: embedded services, demo data, fleet, API; clean stop."""
 
+import contextlib
 import os
 import re
 import signal
@@ -34,16 +35,28 @@ def _ready(base: str) -> bool:
         return False
 
 
-def test_up_demo_runs_and_stops_cleanly():
-    data = Path(tempfile.mkdtemp(prefix="giamsat-up-"))
+def _up_env(data: Path, http: int) -> dict[str, str]:
+    """Embedded services on free ports, state under ``data``."""
     data.chmod(0o755)  # the embedded PostgreSQL runs unprivileged when we are root
-    http = free_port()
     env = {**os.environ, "GIAMSAT_DATA_DIR": str(data / "state"),
            "GIAMSAT_EMBEDDED_MQTT_PORT": str(free_port()),
            "GIAMSAT_EMBEDDED_PG_PORT": str(free_port()), "GIAMSAT_HTTP": f"127.0.0.1:{http}",
            "GIAMSAT_WORKER_METRICS_PORT": str(free_port()), "GIAMSAT_ADMIN_PASSWORD": "s3cret-admin"}
     for key in ("GIAMSAT_DATABASE_URL", "GIAMSAT_MQTT_URL"):
         env.pop(key, None)
+    return env
+
+
+def _stored_fixes(base: str) -> float:
+    metrics = httpx.get(f"{base}/metrics").text
+    m = re.search(r'giamsat_ingest_stored_records_total\{kind="fix"\} (\S+)', metrics)
+    return float(m[1]) if m else 0.0
+
+
+def test_up_demo_runs_and_stops_cleanly():
+    data = Path(tempfile.mkdtemp(prefix="giamsat-up-"))
+    http = free_port()
+    env = _up_env(data, http)
     log = open(data / "up.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "giamsat", "up", "--demo"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
@@ -62,12 +75,7 @@ def test_up_demo_runs_and_stops_cleanly():
         sups = httpx.get(f"{base}/api/v1/supervisees", headers=auth).json()
         assert sups and all(s["unit"] == officer[3] for s in sups)
 
-        def stored() -> bool:
-            metrics = httpx.get(f"{base}/metrics").text
-            m = re.search(r'giamsat_ingest_stored_records_total\{kind="fix"\} (\S+)', metrics)
-            return m is not None and float(m[1]) > 0
-
-        _wait(stored, 90, "the simulated fleet's fixes to be stored")
+        _wait(lambda: _stored_fixes(base) > 0, 90, "the simulated fleet's fixes to be stored")
         assert httpx.get(f"{base}/", timeout=5).status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -79,3 +87,57 @@ def test_up_demo_runs_and_stops_cleanly():
     # every child and embedded service is gone
     leftovers = subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True)
     assert leftovers.stdout.strip() == "", leftovers.stdout
+
+
+def test_ctrl_c_stops_the_fleet_before_the_worker_and_kill_9_leaves_no_child():
+    """Ctrl-C in a terminal signals the whole foreground group: ``up`` alone acts on it and
+    stops its children in order, so the worker stores every message the simulator saw
+    acknowledged. Killed -9, ``up`` takes its children with it."""
+    data = Path(tempfile.mkdtemp(prefix="giamsat-up-"))
+    http = free_port()
+    env = _up_env(data, http)
+    base = f"http://127.0.0.1:{http}"
+    log = open(data / "up.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "giamsat", "up", "--demo"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait(lambda: _ready(base), 120, "/readyz")
+        _wait(lambda: _stored_fixes(base) > 0, 90, "the simulated fleet's fixes to be stored")
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+    out = (data / "up.log").read_text()
+    assert code == 0 and "Traceback" not in out, out[-3000:]
+    acked = re.search(r"^simulated \d+ devices for [\d.]+ s: sent \d+ messages .*, acked (\d+),",
+                      out, re.M)
+    stored = re.search(r"ingest stopped: \{'messages': (\d+),", out)
+    assert acked and stored, out[-3000:]
+    assert int(stored[1]) == int(acked[1]), out[-3000:]
+
+    # killed -9: the worker, the API and the simulator go too (the embedded servers run in
+    # sessions of their own and are found again by the next start)
+    log = open(data / "up2.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "giamsat", "up", "--demo"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    children: list[str] = []
+    try:
+        _wait(lambda: _ready(base), 120, "/readyz after a restart")
+        children = [pid for pid in subprocess.run(["pgrep", "-P", str(proc.pid)],
+                                                  capture_output=True, text=True).stdout.split()
+                    if b"-m\0giamsat\0" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(children) == 3, children  # worker, api, simulator
+        proc.kill()
+        proc.wait(10)
+        _wait(lambda: all(not Path(f"/proc/{pid}").exists() for pid in children), 30,
+              "the children to exit after up was killed")
+    finally:
+        log.close()
+        for pid in children:  # had they outlived up, they must not outlive the test
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["pkill", "-f", str(data)])
+        _wait(lambda: subprocess.run(["pgrep", "-f", str(data)], capture_output=True,
+                                     text=True).stdout.strip() == "", 30, "the servers to stop")
