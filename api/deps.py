@@ -99,13 +99,17 @@ def officer_from_token(ctx: ApiContext, conn: psycopg.Connection, token: str | N
         raise HTTPException(401, "not signed in: send a bearer token / chưa đăng nhập",
                             headers=_UNAUTHORISED)
     try:
-        username = ctx.tokens.verify(token)
+        claims = ctx.tokens.claims(token)
     except TokenInvalid as exc:
         raise HTTPException(401, f"{exc} / phiên đăng nhập không hợp lệ hoặc đã hết hạn",
                             headers=_UNAUTHORISED) from exc
-    officer = get_officer(conn, username)
+    officer = get_officer(conn, claims.username)
     if officer is None or not officer.active:
         raise HTTPException(401, "this account is disabled / tài khoản đã bị khóa",
+                            headers=_UNAUTHORISED)
+    if claims.password_version not in (None, officer.password_version):
+        raise HTTPException(401, "the password was changed since this sign-in: sign in again / "
+                                 "mật khẩu đã được đổi, vui lòng đăng nhập lại",
                             headers=_UNAUTHORISED)
     return officer
 

@@ -51,13 +51,14 @@ class Officer:
     unit: str | None
     display_name: str | None = None
     active: bool = True
+    password_version: int = 1  # how many times the password was set; tokens carry it
 
     def as_json(self) -> dict:
         return {"username": self.username, "role": self.role, "unit": self.unit,
                 "display_name": self.display_name, "active": self.active}
 
 
-_COLUMNS = "username, role, unit, display_name, active"
+_COLUMNS = "username, role, unit, display_name, active, password_version"
 
 
 def hash_password(password: str) -> str:
@@ -103,6 +104,7 @@ def create_officer(conn: psycopg.Connection, username: str, password: str, role:
     check_fields(username, password, role, unit)
     conflict = ("DO UPDATE SET password_hash = EXCLUDED.password_hash, role = EXCLUDED.role, "
                 "unit = EXCLUDED.unit, display_name = EXCLUDED.display_name, active = true, "
+                "password_version = officers.password_version + 1, "
                 "updated_at = now()") if exist_ok else "DO NOTHING"
     with conn.transaction():
         _check_unit(conn, unit)
@@ -131,10 +133,11 @@ def update_officer(conn: psycopg.Connection, username: str, *, role: str | None 
         row = conn.execute(
             "UPDATE officers SET role = %s, unit = %s, "
             "password_hash = coalesce(%s, password_hash), "
+            "password_version = password_version + %s, "
             "display_name = coalesce(%s, display_name), active = coalesce(%s, active), "
             f"updated_at = now() WHERE username = %s RETURNING {_COLUMNS}",
-            (role, unit, hash_password(password) if password else None, display_name, active,
-             username)).fetchone()
+            (role, unit, hash_password(password) if password else None, int(bool(password)),
+             display_name, active, username)).fetchone()
     return Officer(*row)
 
 

@@ -33,6 +33,7 @@ class Claims:
     username: str
     auth_time: int
     expires_at: int
+    password_version: int | None  # the officer's password_version at sign-in (None: not said)
 
 
 class Tokens:
@@ -50,21 +51,30 @@ class Tokens:
     def _now(self) -> int:
         return int(self._clock().timestamp())
 
-    def issue(self, username: str, role: str, auth_time: int | None = None) -> str:
+    def issue(self, username: str, role: str, auth_time: int | None = None,
+              password_version: int | None = None) -> str:
         """A token for ``username`` valid for ``ttl_s`` seconds from now, never past
-        ``session_max_s`` after ``auth_time`` (the sign-in; now when None)."""
+        ``session_max_s`` after ``auth_time`` (the sign-in; now when None). With
+        ``password_version`` the token dies when the password changes."""
         now = self._now()
         auth_time = now if auth_time is None else auth_time
-        claims = {"sub": username, "role": role, "iss": ISSUER, "iat": now,
-                  "auth_time": auth_time,
-                  "exp": min(now + self.ttl_s, auth_time + self.session_max_s)}
+        claims: dict[str, object] = {
+            "sub": username, "role": role, "iss": ISSUER, "iat": now, "auth_time": auth_time,
+            "exp": min(now + self.ttl_s, auth_time + self.session_max_s)}
+        if password_version is not None:
+            claims["pwv"] = password_version
         return jwt.encode(claims, self._key, algorithm=ALGORITHM)
 
     def expiry(self, token: str) -> int:
         """When a token verified by ``verify`` runs out, UTC epoch seconds."""
+        return self.peek(token).expires_at
+
+    def peek(self, token: str) -> Claims:
+        """The claims of a token this instance issued or ``verify`` accepted, expired or not."""
         claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], issuer=ISSUER,
                             options={"verify_exp": False, "verify_iat": False})
-        return int(claims["exp"])
+        return Claims(str(claims["sub"]), int(claims.get("auth_time", claims["iat"])),
+                      int(claims["exp"]), claims.get("pwv"))
 
     def claims(self, token: str) -> Claims:
         """The verified claims of a valid, unexpired token; raise TokenInvalid otherwise.
@@ -78,12 +88,13 @@ class Tokens:
         except jwt.InvalidTokenError as exc:
             raise TokenInvalid(f"invalid token: {exc}") from exc
         exp, iat = claims["exp"], claims["iat"]
-        auth_time = claims.get("auth_time", iat)
-        if not all(isinstance(v, int) for v in (exp, iat, auth_time)):
-            raise TokenInvalid("invalid token: exp, iat and auth_time must be integers")
+        auth_time, pwv = claims.get("auth_time", iat), claims.get("pwv")
+        if not all(isinstance(v, int) for v in (exp, iat, auth_time)) or not (
+                pwv is None or isinstance(pwv, int)):
+            raise TokenInvalid("invalid token: exp, iat, auth_time and pwv must be integers")
         if exp <= self._now():
             raise TokenInvalid("token expired")
-        return Claims(str(claims["sub"]), auth_time, exp)
+        return Claims(str(claims["sub"]), auth_time, exp, pwv)
 
     def verify(self, token: str) -> str:
         """The username the token was issued to; raise TokenInvalid otherwise."""

@@ -52,26 +52,36 @@ def token(ctx: Ctx, conn: Conn,
 
 
 @router.post("/auth/refresh", response_model=TokenView,
-             responses={401: {"description": "no valid token, or the account is disabled"}})
+             responses={401: {"description": "no valid token, the account is disabled, the "
+                                             "password changed or the sign-in is too old"}})
 def refresh(ctx: Ctx, conn: Conn, token: Annotated[str | None, Depends(oauth2)]) -> TokenView:
     """Exchange a valid bearer token for a fresh one, for as long as the sign-in lasts
-    (``GIAMSAT_SESSION_MAX_S`` after the password was given); the officer's current role and
-    unit are read again. The old token stays valid until it runs out."""
+    (``GIAMSAT_SESSION_MAX_S`` after the password was given) and the password is unchanged;
+    the officer's current role and unit are read again. The old token stays valid until it
+    runs out."""
     officer = officer_from_token(ctx, conn, token)
     try:
         claims = ctx.tokens.claims(token or "")
     except TokenInvalid as exc:  # expired between the two reads
-        raise HTTPException(401, f"{exc} / phiên đăng nhập đã hết hạn",
-                            headers={"WWW-Authenticate": "Bearer"}) from exc
+        raise _refused(f"{exc} / phiên đăng nhập đã hết hạn") from exc
+    if claims.password_version is None:  # issued before tokens carried it
+        raise _refused("this token cannot be refreshed: sign in again / vui lòng đăng nhập lại")
+    if ctx.tokens.session_left_s(claims) <= 0:
+        raise _refused(f"this sign-in is {ctx.tokens.session_max_s // 3600} h old: sign in "
+                       "again / phiên làm việc đã hết, vui lòng đăng nhập lại")
     ctx.metrics.logins.labels("refresh").inc()
     return _token_view(ctx, officer, claims.auth_time)
 
 
+def _refused(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
 def _token_view(ctx: Ctx, officer: Officer, auth_time: int | None) -> TokenView:
-    token = ctx.tokens.issue(officer.username, officer.role, auth_time)
-    claims = ctx.tokens.claims(token)
+    token = ctx.tokens.issue(officer.username, officer.role, auth_time, officer.password_version)
+    claims, now = ctx.tokens.peek(token), ctx.clock().timestamp()
     return TokenView(access_token=token,
-                     expires_in=claims.expires_at - int(ctx.clock().timestamp()),
+                     expires_in=max(0, int(claims.expires_at - now)),  # whole seconds, down
                      session_expires_in=max(0, ctx.tokens.session_left_s(claims)),
                      user=UserView(username=officer.username, role=officer.role,
                                    unit=officer.unit, display_name=officer.display_name))

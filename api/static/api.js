@@ -58,13 +58,17 @@ export async function login(username, password) {
  * session_ends_at). Returns the new session; throws ApiError when the API refuses.
  */
 export async function refresh() {
-  if (!session) throw new ApiError(401, 'not signed in');
+  const before = session;
+  if (!before) throw new ApiError(401, 'not signed in');
   const res = await fetch(`${BASE}/auth/refresh`, {
     method: 'POST',
-    headers: { Authorization: `Bearer ${session.token}`, Accept: 'application/json' },
+    headers: { Authorization: `Bearer ${before.token}`, Accept: 'application/json' },
   });
   if (!res.ok) throw new ApiError(res.status, await errorText(res));
-  keep(await res.json(), session.user);
+  const data = await res.json();
+  // Signed out (or in as someone else) meanwhile: this answer belongs to a session that ended.
+  if (session !== before) throw new ApiError(409, 'the session changed during the refresh');
+  keep(data, before.user);
   save();
   return session;
 }

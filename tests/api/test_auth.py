@@ -49,11 +49,7 @@ def test_login_me_and_expiry(db_url):
 
 
 def test_disabled_officer_is_refused_at_once(db_url):
-    with connect(db_url) as conn:
-        ensure_admin(conn, ADMIN_PASSWORD)
-        conn.execute("INSERT INTO units (code, name) VALUES ('CAX-1', 'Xã Một')")
-        conn.commit()
-        create_officer(conn, "can.bo", PASSWORD, "commune", "CAX-1")
+    _officer(db_url, admin=True)
     with TestClient(make_app(db_url, MutableClock(T))) as client:
         token = _login(client, "can.bo", PASSWORD).json()["access_token"]
         admin = _login(client, "admin", ADMIN_PASSWORD).json()["access_token"]
@@ -94,10 +90,7 @@ def test_officer_fields_are_checked(db):
 def test_refresh_extends_a_valid_token_until_the_session_limit(db_url):
     """A still-valid token buys a fresh one with the same sign-in time; an expired one does
     not; no refresh reaches past session_max_s after the password was given."""
-    with connect(db_url) as conn:
-        conn.execute("INSERT INTO units (code, name) VALUES ('CAX-1', 'Xã Một')")
-        conn.commit()
-        create_officer(conn, "can.bo", PASSWORD, "commune", "CAX-1")
+    _officer(db_url)
     clock = MutableClock(T)
     settings = {"token_ttl_s": 900, "session_max_s": 2_000}
     with TestClient(make_app(db_url, clock, **settings)) as client:
@@ -122,12 +115,7 @@ def test_refresh_extends_a_valid_token_until_the_session_limit(db_url):
 
 
 def test_refresh_is_refused_to_a_disabled_officer_and_reads_the_role_again(db_url):
-    with connect(db_url) as conn:
-        ensure_admin(conn, ADMIN_PASSWORD)
-        conn.execute("INSERT INTO units (code, name) VALUES ('CAX-1', 'Xã Một'), "
-                     "('CAX-2', 'Xã Hai')")
-        conn.commit()
-        create_officer(conn, "can.bo", PASSWORD, "commune", "CAX-1")
+    _officer(db_url, "CAX-1", "CAX-2", admin=True)
     with TestClient(make_app(db_url, MutableClock(T))) as client:
         token = _login(client, "can.bo", PASSWORD).json()["access_token"]
         admin = _bearer(_login(client, "admin", ADMIN_PASSWORD).json()["access_token"])
@@ -146,3 +134,50 @@ def _bearer(token: str) -> dict[str, str]:
 
 def _refresh(client: TestClient, token: str | None):
     return client.post("/api/v1/auth/refresh", headers=_bearer(token) if token else {})
+
+
+def test_a_password_change_signs_the_officer_out_everywhere(db_url):
+    """Tokens carry the password's version: after a reset, the officer's older tokens are
+    refused and cannot be refreshed; signing in with the new password works."""
+    _officer(db_url, admin=True)
+    with TestClient(make_app(db_url, MutableClock(T))) as client:
+        old = _login(client, "can.bo", PASSWORD).json()["access_token"]
+        admin = _bearer(_login(client, "admin", ADMIN_PASSWORD).json()["access_token"])
+        renamed = client.put("/api/v1/officers/can.bo", json={"display_name": "Cán bộ A"},
+                             headers=admin)
+        assert renamed.status_code == 200  # not a password change: the token lives on
+        assert client.get("/api/v1/me", headers=_bearer(old)).status_code == 200
+        reset = client.put("/api/v1/officers/can.bo", json={"password": "another-password-9"},
+                           headers=admin)
+        assert reset.status_code == 200, reset.text
+        for refused in (client.get("/api/v1/me", headers=_bearer(old)), _refresh(client, old)):
+            assert refused.status_code == 401 and "password was changed" in refused.text
+        assert _login(client, "can.bo", PASSWORD).status_code == 401
+        new = _login(client, "can.bo", "another-password-9").json()["access_token"]
+        assert _refresh(client, new).status_code == 200
+
+
+def test_refresh_refuses_a_token_past_a_lowered_session_limit(db_url):
+    """Tokens issued under a longer GIAMSAT_SESSION_MAX_S than the running one: 401, not 500."""
+    _officer(db_url)
+    clock = MutableClock(T)
+    with TestClient(make_app(db_url, clock, token_ttl_s=3_600)) as client:
+        token = _login(client, "can.bo", PASSWORD).json()["access_token"]
+    clock.ms += 1_000_000  # the token lives on (1 h), the sign-in is past the new 900 s limit
+    with TestClient(make_app(db_url, clock, session_max_s=900)) as client:
+        refused = _refresh(client, token)
+        assert refused.status_code == 401 and "sign in again" in refused.text
+        assert _login(client, "can.bo", PASSWORD).json()["session_expires_in"] == 900
+
+
+def _officer(db_url: str, *units: str, admin: bool = False) -> None:
+    """Commune officer ``can.bo`` (password PASSWORD) of the first of ``units`` (CAX-1), and
+    with ``admin`` the admin (ADMIN_PASSWORD)."""
+    units = units or ("CAX-1",)
+    with connect(db_url) as conn:
+        if admin:
+            ensure_admin(conn, ADMIN_PASSWORD)
+        for code in units:
+            conn.execute("INSERT INTO units (code, name) VALUES (%s, %s)", (code, f"Xã {code}"))
+        conn.commit()
+        create_officer(conn, "can.bo", PASSWORD, "commune", units[0])
