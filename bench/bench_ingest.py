@@ -255,7 +255,10 @@ def publisher_main(mqtt_url: str, plan: tuple, ready, go, results) -> None:
             topic, payload = messages[sent]
             client.publish(topic, payload, qos=1)
             sent += 1
-        client.loop(timeout=0.01)
+        if client.loop(timeout=0.01) != mqtt.MQTT_ERR_SUCCESS:
+            print(f"publisher: lost the broker after {acked[0]:,} acknowledgements",
+                  file=sys.stderr)
+            break  # the phase then reports what was acknowledged
     results.put(acked[0])
     client.disconnect()
 

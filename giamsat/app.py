@@ -8,7 +8,6 @@ then the embedded services.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -91,17 +90,25 @@ def secret_key(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def _die_with_parent(parent: int) -> None:
-    """In the child, before exec: ask Linux for SIGTERM when the parent (pid) dies."""
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _death_signal() -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to send SIGTERM to the child when this process dies (None
+    elsewhere). prctl is looked up here, in the parent: the child between fork and exec only
+    calls it."""
     if sys.platform != "linux":
-        return
+        return None
     import ctypes
 
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 @dataclass
@@ -121,7 +128,7 @@ class Child:
         # children in order (the simulator before the worker, so that the worker stores what
         # the simulator published). And it dies with ``up``, even when ``up`` is killed -9.
         self.proc = subprocess.Popen(self.argv, env=self.env, process_group=0,
-                                     preexec_fn=functools.partial(_die_with_parent, os.getpid()))
+                                     preexec_fn=_death_signal())
         self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.proc.pid)
 
@@ -275,7 +282,7 @@ def _children(settings: Settings, env: dict[str, str], demo_file: Path | None,
 
 
 def _wait_for_worker(settings: Settings, since: float, stopping: Callable[[], bool],
-                     timeout_s: float = 60.0) -> None:
+                     started: list[Child], timeout_s: float = 60.0) -> None:
     """Wait until the worker reports healthy after ``since`` (epoch s): connected, with its
     broker session and subscription in place. On a first start there is no session yet, and a
     broker drops what is published before anyone subscribes, so the simulated fleet waits."""
@@ -290,6 +297,8 @@ def _wait_for_worker(settings: Settings, since: float, stopping: Callable[[], bo
                 return
         except (OSError, ValueError):
             pass  # not written yet, or being replaced
+        for child in started:
+            child.check()  # one that crashed while we wait is restarted as usual
         time.sleep(0.2)
     if not stopping():
         log.warning("the worker has not reported ready in %.0f s; starting the simulator anyway",
@@ -315,9 +324,11 @@ def run_up(settings: Settings, demo: bool = False, simulate: bool = True,
         env = _child_env(settings, db_url, mqtt_url)
         stack.children = _children(settings, env, demo_file, simulate, devices, sim_url)
         started = time.time()
-        for child in stack.children:
+        for i, child in enumerate(stack.children):
             if child.name == "simulator":
-                _wait_for_worker(settings, started, lambda: stopping)
+                _wait_for_worker(settings, started, lambda: stopping, stack.children[:i])
+                if stopping:
+                    break
             child.start()
         host, port = settings.http_host_port()
         print(f"\n  giamsat is up: dashboard http://{host}:{port}/  (Ctrl-C to stop)\n",

@@ -104,6 +104,7 @@ class Publisher:
         self.commands: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=10_000)
         self._connected: set[str] = set()
         self.refused: str | None = None
+        self._stalled = False  # a wait for confirmations ran out
         self._ready = threading.Condition(self._lock)
         if cfg.single_connection:
             cid = f"giamsat-sim-{uuid.uuid4().hex[:8]}"
@@ -183,10 +184,19 @@ class Publisher:
 
         Waits while MAX_OUTSTANDING messages are unconfirmed: paho numbers messages with 16-bit
         ids, so a publisher far ahead of the broker's acknowledgements would reuse ids in flight.
+        After one wait of `drain_timeout_s` in vain, refuses at once until confirmations resume
+        (so a stalled broker cannot stretch the run far past its duration).
         """
-        deadline = time.monotonic() + self.cfg.drain_timeout_s
-        while self.published - self.acked >= MAX_OUTSTANDING and time.monotonic() < deadline:
-            time.sleep(0.001)
+        if self.published - self.acked >= MAX_OUTSTANDING:
+            if self._stalled:  # the broker stopped confirming: fail fast, do not wait again
+                return False
+            deadline = time.monotonic() + self.cfg.drain_timeout_s
+            while self.published - self.acked >= MAX_OUTSTANDING and time.monotonic() < deadline:
+                time.sleep(0.001)
+            self._stalled = self.published - self.acked >= MAX_OUTSTANDING
+            if self._stalled:
+                return False
+        self._stalled = False
         info = self.clients[device_id].publish(topic, payload, qos=qos)
         ok = info.rc == mqtt.MQTT_ERR_SUCCESS
         self.published += ok

@@ -125,10 +125,18 @@ def test_ctrl_c_stops_the_fleet_before_the_worker_and_kill_9_leaves_no_child():
     children: list[str] = []
     try:
         _wait(lambda: _ready(base), 120, "/readyz after a restart")
-        children = [pid for pid in subprocess.run(["pgrep", "-P", str(proc.pid)],
-                                                  capture_output=True, text=True).stdout.split()
-                    if b"-m\0giamsat\0" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-        assert len(children) == 3, children  # worker, api, simulator
+
+        def supervised() -> list[str] | None:  # worker, api, simulator (not the servers)
+            pids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+            found = []
+            for pid in pids:
+                with contextlib.suppress(OSError):  # gone meanwhile
+                    if b"-m\0giamsat\0" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        found.append(pid)
+            return found if len(found) == 3 else None
+
+        children = _wait(supervised, 60, "up's three children")
         proc.kill()
         proc.wait(10)
         _wait(lambda: all(not Path(f"/proc/{pid}").exists() for pid in children), 30,
