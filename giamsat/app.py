@@ -25,6 +25,7 @@ import psycopg
 from config import Settings
 from giamsat.brokerconfig import EmbeddedBrokerAuth, embedded_broker_auth
 from giamsat.services import EmbeddedMosquitto, EmbeddedPostgres, ServiceError, port_is_free
+from giamsat.supervisor import SUPERVISOR_ENV
 from schema import connect, migrate
 
 log = logging.getLogger("giamsat.up")
@@ -90,27 +91,6 @@ def secret_key(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _death_signal() -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to send SIGTERM to the child when this process dies (None
-    elsewhere). prctl is looked up here, in the parent: the child between fork and exec only
-    calls it."""
-    if sys.platform != "linux":
-        return None
-    import ctypes
-
-    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
-
-
 @dataclass
 class Child:
     """A supervised child process, restarted with backoff when it dies."""
@@ -126,9 +106,10 @@ class Child:
     def start(self) -> None:
         # Its own process group: a terminal's Ctrl-C reaches ``up`` alone, which then stops the
         # children in order (the simulator before the worker, so that the worker stores what
-        # the simulator published). And it dies with ``up``, even when ``up`` is killed -9.
-        self.proc = subprocess.Popen(self.argv, env=self.env, process_group=0,
-                                     preexec_fn=_death_signal())
+        # the simulator published). It dies with ``up``, even when ``up`` is killed -9
+        # (giamsat.supervisor).
+        env = {**self.env, SUPERVISOR_ENV: str(os.getpid())}
+        self.proc = subprocess.Popen(self.argv, env=env, process_group=0)
         self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.proc.pid)
 

@@ -10,6 +10,7 @@ import sys
 
 from config import Settings
 from giamsat.logs import setup_logging
+from giamsat.supervisor import die_with_supervisor
 
 
 def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``giamsat`` command."""
+    die_with_supervisor()  # a child of `giamsat up` goes when up goes
     args = build_parser().parse_args(argv)
     settings = Settings()
     setup_logging(settings.log_level, settings.log_json)

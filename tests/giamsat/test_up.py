@@ -143,6 +143,8 @@ def test_ctrl_c_stops_the_fleet_before_the_worker_and_kill_9_leaves_no_child():
               "the children to exit after up was killed")
     finally:
         log.close()
+        if proc.poll() is None:  # the test failed before killing it
+            os.killpg(proc.pid, signal.SIGKILL)
         for pid in children:  # had they outlived up, they must not outlive the test
             with contextlib.suppress(OSError):
                 os.kill(int(pid), signal.SIGKILL)
