@@ -191,7 +191,15 @@ function watchSession() {
     if (!due || !worthIt || refreshing || lastActivity < s.issued_at) return;
     refreshing = true;
     try {
-      await api.refresh();
+      const fresh = await api.refresh();
+      const before = state.user || {};
+      if (fresh.user && (fresh.user.unit !== before.unit || fresh.user.role !== before.role)) {
+        // Moved to another unit or role meanwhile: start over with what they may now see
+        // (signed in still; the address keeps the view).
+        stopApp();
+        await startApp();
+        return;
+      }
       if (state.stream) state.stream.renew();
     } catch {
       /* refused or unreachable: the token runs out as it would have */

@@ -604,3 +604,36 @@ def test_an_officer_at_work_stays_signed_in(browser, db_url: str, seeded: Seed, 
             lambda _: d.find_element(By.ID, "login-error").is_displayed()
             and d.find_element(By.ID, "login-error"))
         assert "hết hạn" in err.text  # 24 s after signing in, work or not
+
+
+def test_a_refresh_brings_the_officers_new_unit(browser, db_url: str, seeded: Seed,
+                                                tmp_path: Path):
+    """An officer moved to another unit while signed in: the next refresh reads the new unit
+    and the dashboard starts over with it (still signed in, same view)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    d = browser
+    wait = WebDriverWait(d, 20)
+    with connect(db_url) as conn:
+        conn.execute("INSERT INTO units (code, name, parent) VALUES "
+                     "('CAX-T0102', 'Công an xã Bên cạnh', %s)", (PROVINCE,))
+        conn.commit()
+    with serve_api(db_url, tmp_path, GIAMSAT_TOKEN_TTL_S="6") as base:
+        sign_in(d, wait, base)
+        assert "CAX-T0101" in d.find_element(By.ID, "who").text
+        with connect(db_url) as conn:
+            conn.execute("UPDATE officers SET unit = 'CAX-T0102' WHERE username = %s",
+                         (OFFICER,))
+            conn.commit()
+
+        def moved(_) -> bool:
+            ActionChains(d).send_keys(Keys.SHIFT).perform()  # at work: the token is refreshed
+            return "CAX-T0102" in d.find_element(By.ID, "who").text
+
+        WebDriverWait(d, 15, poll_frequency=0.5).until(moved)
+        assert "Bên cạnh" in d.find_element(By.ID, "who").text
+        assert d.find_element(By.ID, "login-view").get_attribute("hidden") is not None
+        wait.until(lambda _: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
