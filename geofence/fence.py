@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from geofence.engine import IN_FORCE, VIOLATION, Evaluation, evaluate
+from geofence.engine import IN_FORCE, NO_ZONE, VIOLATION, Evaluation, evaluate
 from geofence.grid import GridOptions
 from geofence.index import ZoneIndex
 from geofence.policy import Permit, PolicyTable, Supervisee
@@ -276,12 +276,13 @@ class Fence:
     def _flips(
         self, ev: Evaluation, sidx: NDArray[np.intp], starts: NDArray[np.intp]
     ) -> NDArray[np.bool_]:
-        """Per fix: a slot's regime differs from the previous fix of the same supervisee (or
-        from the stored regime for the first fix of each supervisee)."""
+        """Per fix: a zone's regime differs from the previous fix of the same supervisee (or
+        from the stored regime for the first fix of each supervisee). Slots past a
+        supervisee's last zone (NO_ZONE) never flip: their stored regime is "unknown"."""
         prev = np.empty_like(ev.regime)
         prev[:, 1:] = ev.regime[:, :-1]
         prev[:, starts] = self._regime[: ev.regime.shape[0], sidx[starts]]
-        return (ev.regime != prev).any(axis=0)
+        return ((ev.regime != prev) & (ev.code != NO_ZONE)).any(axis=0)
 
     def _advance_quiet(
         self, group: NDArray[np.intp], last: NDArray[np.intp], ts: NDArray[np.int64],

@@ -262,3 +262,25 @@ def test_window_edges_are_scheduled_for_a_supervisee_loaded_without_time():
     assert f.tick(at("2026-11-27T20:00")) == []  # first tick: schedules the next edge
     walk(f, [offset(HOME_LON, HOME_LAT, 1500, 0)], at("2026-11-27T21:00"))
     assert [t.alert_type for t in f.tick(at("2026-11-27T22:00"))] == ["curfew"]
+
+
+def test_a_quiet_supervisee_with_fewer_zones_than_another_skips_the_state_machine(monkeypatch):
+    """Fixes well inside the only zone of S1, while S2 has three: S1's decisions are made on
+    the vectorised quiet path (no per-supervisee step), and its state still advances."""
+    import geofence.fence as fence_module
+
+    f = Fence()
+    zones = [zone(commune()), zone(square(HOME_LON, HOME_LAT, 3000), "z1", sid="S2"),
+             zone(square(HOME_LON + 0.1, HOME_LAT, 200), "z2", "exclusion", sid="S2"),
+             zone(square(HOME_LON - 0.1, HOME_LAT, 200), "z3", "exclusion", sid="S2")]
+    f.load([supervisee("S1"), supervisee("S2")], zones, now_ms=T0)
+    f.tick(T0)
+    assert f.index.max_slots == 3
+    walk(f, [(HOME_LON, HOME_LAT)], T0)  # the first fix sets up S1's zone state
+    stepped: list[str] = []
+    real_step = fence_module.step
+    monkeypatch.setattr(fence_module, "step",
+                        lambda state, d: stepped.append(d.supervisee_id) or real_step(state, d))
+    assert walk(f, [(HOME_LON, HOME_LAT)] * 5, T0 + MIN) == []
+    assert stepped == []
+    assert f.states["S1"].decided_ms == T0 + MIN + 4 * 30_000
