@@ -8,7 +8,6 @@ then the embedded services.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import secrets
@@ -262,22 +261,24 @@ def _children(settings: Settings, env: dict[str, str], demo_file: Path | None,
     return kids
 
 
-def _wait_for_worker(settings: Settings, since: float, stopping: Callable[[], bool],
-                     started: list[Child], timeout_s: float = 60.0) -> None:
-    """Wait until the worker reports healthy after ``since`` (epoch s): connected, with its
-    broker session and subscription in place. On a first start there is no session yet, and a
-    broker drops what is published before anyone subscribes, so the simulated fleet waits."""
+def _forget_worker_health(settings: Settings) -> None:
     from giamsat.observe import HEALTH_FILE
 
-    path = settings.data_dir / HEALTH_FILE
+    (settings.data_dir / HEALTH_FILE).unlink(missing_ok=True)
+
+
+def _wait_for_worker(settings: Settings, stopping: Callable[[], bool], started: list[Child],
+                     timeout_s: float = 60.0) -> None:
+    """Wait until the worker reports ready (the API's /readyz check): connected, with its
+    broker session and subscription in place. On a first start there is no session yet, and a
+    broker drops what is published before anyone subscribes, so the simulated fleet waits."""
+    from giamsat.observe import HEALTH_FILE, worker_readiness
+
+    not_ready = worker_readiness(settings.data_dir / HEALTH_FILE)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not stopping():
-        try:
-            state = json.loads(path.read_text())
-            if state.get("healthy") and float(state.get("at", 0)) >= since:
-                return
-        except (OSError, ValueError):
-            pass  # not written yet, or being replaced
+        if not_ready() is None:
+            return
         for child in started:
             child.check()  # one that crashed while we wait is restarted as usual
         time.sleep(0.2)
@@ -304,10 +305,10 @@ def run_up(settings: Settings, demo: bool = False, simulate: bool = True,
         _sync_broker(stack, db_url)  # the demo registry's devices
         env = _child_env(settings, db_url, mqtt_url)
         stack.children = _children(settings, env, demo_file, simulate, devices, sim_url)
-        started = time.time()
+        _forget_worker_health(settings)  # a report of the last run must not count as ready
         for i, child in enumerate(stack.children):
             if child.name == "simulator":
-                _wait_for_worker(settings, started, lambda: stopping, stack.children[:i])
+                _wait_for_worker(settings, lambda: stopping, stack.children[:i])
                 if stopping:
                     break
             child.start()
