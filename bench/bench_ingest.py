@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 import orjson  # noqa: E402
 from scratch import scratch_services  # noqa: E402  (bench/scratch.py, beside this script)
 
+from config.mqtt import PUBLISH_WINDOW  # noqa: E402
 from giamsat.services import free_port  # noqa: E402
 from schema import connect  # noqa: E402
 
@@ -212,13 +213,6 @@ def _payloads(
         body = fixes[0] if per_msg == 1 else {"fixes": fixes}
         out.append((f"em/v1/dev/{DEVICE.format(dev)}/fix", orjson.dumps(body)))
     return out
-
-
-# Unacknowledged messages a publisher keeps in flight. paho walks its whole table of
-# outgoing messages on every PUBACK, so a publisher's cost grows with this window: one paho
-# publisher here does ~31,000 QoS 1 msgs/s with 64 in flight, ~20,000/s with 1,000 and ~4,000/s
-# with 10,000. 64 keeps the pipe full on loopback.
-PUBLISH_WINDOW = 64
 
 
 def publisher_main(mqtt_url: str, plan: tuple, ready, go, results) -> None:

@@ -25,7 +25,7 @@ import orjson
 import psycopg
 
 from config import Settings
-from config.mqtt import parse_mqtt_url
+from config.mqtt import PUBLISH_WINDOW, parse_mqtt_url
 from giamsat.brokerconfig import embedded_login_url
 
 # A load-test supervisee's home is scattered over this box (the demo province, Bắc Ninh),
@@ -116,13 +116,6 @@ class PublisherPlan:
     seed: int
 
 
-# Unacknowledged messages a publisher keeps in flight. paho walks its whole table of outgoing
-# messages on every PUBACK, so a publisher's cost grows with this window (one paho publisher
-# does ~31,000 QoS 1 msgs/s with 64 in flight, ~4,000/s with 10,000); 64 keeps a loopback
-# pipe full.
-WINDOW = 64
-
-
 def _mqtt_client(url: str, client_id: str):
     import paho.mqtt.client as mqtt
 
@@ -131,7 +124,7 @@ def _mqtt_client(url: str, client_id: str):
                          clean_session=True)
     if target.username:
         client.username_pw_set(target.username, target.password)
-    client.max_inflight_messages_set(WINDOW)
+    client.max_inflight_messages_set(PUBLISH_WINDOW)
     client.max_queued_messages_set(0)
     client.connect(target.host, target.port, keepalive=30)
     return client
@@ -177,7 +170,7 @@ def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
         if sent >= int(elapsed * plan.rate) + 1:
             client.loop(timeout=min(0.002, max(0.0, (sent + 1) / plan.rate - elapsed)))
             continue
-        if sent - acked[0] >= WINDOW:  # the broker is behind: read its acknowledgements
+        if sent - acked[0] >= PUBLISH_WINDOW:  # the broker is behind: read its acknowledgements
             client.loop(timeout=0.002)
             continue
         dev = devices[sent % len(devices)]

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from config.mqtt import MqttTarget, parse_mqtt_url
+from config.mqtt import PUBLISH_WINDOW, MqttTarget, parse_mqtt_url
 from simulators import messages as m
 from simulators.demo import build_demo_document
 from simulators.fleet import Fleet, FleetConfig
@@ -126,7 +126,7 @@ class Publisher:
         if self.target.tls:
             c.tls_set()
         if self.cfg.single_connection:
-            c.max_inflight_messages_set(64)  # a load publisher keeps the pipe full
+            c.max_inflight_messages_set(PUBLISH_WINDOW)  # a load publisher keeps the pipe full
         c.on_connect = lambda cl, ud, flags, rc, props: self._on_connect(
             cl, client_id, cmd_topic, rc
         )
