@@ -129,7 +129,7 @@ def _stream_expiry(ctx: Ctx, token: Annotated[str | None, Depends(oauth2)],
                    access_token: Annotated[str | None, Query()] = None) -> float:
     """When the stream's token runs out (epoch s): the stream ends then. Runs after
     ``_stream_caller`` has verified the token."""
-    return float(ctx.tokens.expiry(token or access_token or ""))
+    return float(ctx.tokens.peek(token or access_token or "").expires_at)
 
 
 Caller = Annotated[Scope, Depends(_caller)]
