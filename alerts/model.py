@@ -23,7 +23,9 @@ DEVICE_TYPES = (
     "battery_critical",
     "gnss_jamming",
 )
-ALERT_TYPES = ZONE_TYPES + DEVICE_TYPES
+# The supervision itself: the sentence ended (remove the device).
+CASE_TYPES = ("monitoring_ended",)
+ALERT_TYPES = ZONE_TYPES + DEVICE_TYPES + CASE_TYPES
 SEVERITIES = ("critical", "high", "medium", "low")
 STATUSES = ("open", "acknowledged", "resolved")
 OUTCOMES = ("violation", "justified", "false_alarm")
@@ -42,6 +44,7 @@ DEFAULT_SEVERITY = {
     "zone_enter": "medium",
     "curfew": "medium",
     "permit_overrun": "medium",
+    "monitoring_ended": "medium",
 }
 _RANK = {s: i for i, s in enumerate(reversed(SEVERITIES))}  # low 0 .. critical 3
 

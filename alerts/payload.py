@@ -42,6 +42,10 @@ def alert_json(row: Mapping[str, Any], history_id: int | None = None,
         "lon": row["lon"],
         "opened_at": dt_to_ms(row["opened_at"]),
         "updated_at": dt_to_ms(row["updated_at"]),
+        # an alert raised from late fixes: when the condition began (the fixes' times) beside
+        # when the service raised it; occurred_at is null for alerts raised live
+        "occurred_at": dt_to_ms(row.get("occurred_at")),
+        "raised_at": dt_to_ms(row["opened_at"]),
         "message_vi": row["message_vi"],
         "message_en": row["message_en"],
         # extensions

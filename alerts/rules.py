@@ -14,6 +14,10 @@ resolved, active      edge: new alert (old one marked ended);    mark inactive
                       level: nothing (the officer dealt with it)
 ====================  =========================================  ==============================
 
+An occurrence older than ``late_after_ms`` when it is applied (fixes that arrived after a
+restart, a backlog or a buffered batch) opens an alert that says so: ``occurred_at`` holds when
+the condition began by the devices' own times, ``opened_at`` when the service raised it.
+
 "Latest alert" is the unresolved one, or a resolved one whose condition still holds: an officer
 who resolves a low-battery alert while the battery is still low gets no second alert for the
 same condition, but does get one when it ends and comes back.
@@ -34,14 +38,17 @@ from alerts.model import Change, Occurrence, max_severity, ms_to_dt
 log = logging.getLogger("giamsat.alerts")
 
 
-def apply(conn: psycopg.Connection, occ: Occurrence, now_ms: int) -> list[Change]:
-    """Apply one occurrence in the caller's transaction; return the changes it made (0 to 2)."""
+def apply(conn: psycopg.Connection, occ: Occurrence, now_ms: int,
+          late_after_ms: int | None = None) -> list[Change]:
+    """Apply one occurrence in the caller's transaction; return the changes it made (0 to 2).
+    ``late_after_ms``: an occurrence older than this opens a retrospective alert (None: never)."""
     store.lock_key(conn, occ.key)
     row = _latest(conn, occ)
     if not occ.active:
         return [] if row is None or not row["active"] else [_end(conn, row, occ, now_ms)]
+    late = late_after_ms is not None and now_ms - occ.ts_ms > late_after_ms
     if row is None:
-        return _open(conn, occ, now_ms)
+        return _open(conn, occ, now_ms, late)
     if row["status"] != "resolved":
         if not row["active"] or occ.edge:
             return [_fold(conn, row, occ, now_ms)]
@@ -49,11 +56,11 @@ def apply(conn: psycopg.Connection, occ: Occurrence, now_ms: int) -> list[Change
     if not occ.edge:  # resolved while the condition holds: the same condition goes on
         return []
     return [_end(conn, row, occ, now_ms, note="superseded by a new occurrence"),
-            *_open(conn, occ, now_ms)]
+            *_open(conn, occ, now_ms, late)]
 
 
 def apply_all(conn: psycopg.Connection, occurrences: Iterable[Occurrence],
-              now_ms: int) -> list[Change]:
+              now_ms: int, late_after_ms: int | None = None) -> list[Change]:
     """Apply occurrences in order in the caller's transaction, skipping with one query per
     call those that cannot change anything (a heartbeat saying all is still well)."""
     occs = list(occurrences)
@@ -63,7 +70,7 @@ def apply_all(conn: psycopg.Connection, occurrences: Iterable[Occurrence],
     changes: list[Change] = []
     for occ in occs:
         if keys.may_change(occ):
-            changes += apply(conn, occ, now_ms)
+            changes += apply(conn, occ, now_ms, late_after_ms)
             keys.note(occ)
     return changes
 
@@ -123,13 +130,15 @@ def _history_data(occ: Occurrence) -> dict[str, Any]:
     return {"ts": occ.ts_ms, "explanation": dict(occ.explanation)}
 
 
-def _open(conn: psycopg.Connection, occ: Occurrence, now_ms: int) -> list[Change]:
+def _open(conn: psycopg.Connection, occ: Occurrence, now_ms: int,
+          late: bool = False) -> list[Change]:
     ctx = _context(conn, occ)
     if ctx is None:
         log.warning("occurrence %s for unknown supervisee %s ignored", occ.type, occ.supervisee_id)
         return []
     vi, en = _messages(occ, ctx["device_id"])
     now = ms_to_dt(now_ms)
+    since = ms_to_dt(occ.since_ms if occ.since_ms is not None else occ.ts_ms)
     row = store.insert(conn, {
         "type": occ.type, "severity": occ.opening_severity, "active": True,
         "supervisee_id": occ.supervisee_id, "device_id": ctx["device_id"], "unit": ctx["unit"],
@@ -137,11 +146,12 @@ def _open(conn: psycopg.Connection, occ: Occurrence, now_ms: int) -> list[Change
         "lat": occ.lat if occ.lat is not None else ctx["lat"],
         "lon": occ.lon if occ.lon is not None else ctx["lon"],
         "opened_at": now, "updated_at": now,
-        "condition_since": ms_to_dt(occ.since_ms if occ.since_ms is not None else occ.ts_ms),
+        "condition_since": since, "occurred_at": since if late else None,
         "escalate_after_s": occ.escalate_after_s, "explanation": dict(occ.explanation),
         "message_vi": vi, "message_en": en,
     })
-    log.info("alert %s opened: %s of %s", row["id"], occ.type, occ.supervisee_id)
+    log.info("alert %s opened%s: %s of %s", row["id"], " (retrospective)" if late else "",
+             occ.type, occ.supervisee_id)
     return [store.record_change(conn, row, "opened", now_ms, data=_history_data(occ))]
 
 

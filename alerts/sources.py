@@ -20,17 +20,24 @@ BATTERY_HYSTERESIS_PCT = 2.0
 @dataclass(frozen=True)
 class Thresholds:
     """The §3 thresholds the rules use (from settings: battery_*_pct, offline_after_s,
-    gnss_lost_after_s)."""
+    gnss_lost_after_s, late_alert_after_s, timezone)."""
 
     battery_low_pct: float = 20.0
     battery_critical_pct: float = 5.0
     offline_after_s: int = 600
     gnss_lost_after_s: int = 900
+    late_alert_after_s: int = 60  # an occurrence older than this opens a retrospective alert
+    timezone: str = "Asia/Ho_Chi_Minh"  # local days: a sentence ends at its last day's end
 
     @classmethod
     def from_settings(cls, settings: Any) -> Thresholds:
         return cls(settings.battery_low_pct, settings.battery_critical_pct,
-                   settings.offline_after_s, settings.gnss_lost_after_s)
+                   settings.offline_after_s, settings.gnss_lost_after_s,
+                   settings.late_alert_after_s, settings.timezone)
+
+    @property
+    def late_after_ms(self) -> int:
+        return self.late_alert_after_s * 1000
 
 
 def field(obj: Any, name: str, default: Any = None) -> Any:

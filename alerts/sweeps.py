@@ -1,7 +1,10 @@
 """Scheduled rules: each is a query and a call into the same rule path as the live sources.
 
 - ``sweep_offline``: no message for ``offline_after_s`` -> ``device_offline``; ended once the
-  device is heard again;
+  device is heard again; a device assigned and never heard from counts from its assignment;
+- ``sweep_monitoring_ended``: the sentence ended (the end of its last local day) and a device is
+  still assigned -> one ``monitoring_ended`` alert (remove the device); the device sweeps leave
+  such a supervisee alone;
 - ``sweep_gnss_lost``: still talking, but no usable fix for ``gnss_lost_after_s``;
 - ``sweep_escalation``: open past the unit's ``ack_within_s`` -> escalated to the parent unit;
 - ``sweep_severity``: a zone alert whose condition has lasted its ``escalate_after_s`` -> high.
@@ -46,15 +49,19 @@ def _query(conn: psycopg.Connection, sql: str, params: dict[str, Any]) -> list[t
 
 def sweep_offline(conn: psycopg.Connection, now_ms: int, th: Thresholds) -> list[Change]:
     """Open ``device_offline`` for assigned devices silent for ``offline_after_s`` (server
-    clock: ``device_state.last_seen_at``); end it for those heard since."""
+    clock: ``device_state.last_seen_at``, or the assignment for a device never heard from);
+    end it for those heard since. Supervisees whose sentence has ended are left alone."""
     cutoff = ms_to_dt(now_ms - th.offline_after_s * 1000)
-    silent = _query(conn, """
-        SELECT d.id, d.supervisee_id, ds.last_seen_at, ds.last_fix_lat, ds.last_fix_lon
-          FROM device_state ds JOIN devices d ON d.id = ds.device_id
-         WHERE d.supervisee_id IS NOT NULL AND ds.last_seen_at < %(cutoff)s
+    silent = _query(conn, f"""
+        SELECT d.id, d.supervisee_id, coalesce(ds.last_seen_at, {_ASSIGNED}),
+               ds.last_fix_lat, ds.last_fix_lon
+          FROM devices d JOIN supervisees s ON s.id = d.supervisee_id
+          LEFT JOIN device_state ds ON ds.device_id = d.id
+         WHERE coalesce(ds.last_seen_at, {_ASSIGNED}) < %(cutoff)s
+           AND {_UNDER_SENTENCE}
            AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.active AND a.type = 'device_offline'
                               AND a.supervisee_id = d.supervisee_id)
-        """, {"cutoff": cutoff})
+        """, {"cutoff": cutoff, "now": ms_to_dt(now_ms), "tz": th.timezone})
     heard = _query(conn, """
         SELECT a.device_id, a.supervisee_id, ds.last_seen_at, NULL, NULL
           FROM alerts a JOIN device_state ds ON ds.device_id = a.device_id
@@ -62,7 +69,39 @@ def sweep_offline(conn: psycopg.Connection, now_ms: int, th: Thresholds) -> list
         """, {"cutoff": cutoff})
     occs = [_silence("device_offline", r, th.offline_after_s, active, "last_seen_at")
             for rows, active in ((silent, True), (heard, False)) for r in rows]
-    return _each(conn, occs, lambda o: apply(conn, o, now_ms))
+    return _each(conn, occs, lambda o: apply(conn, o, now_ms, th.late_after_ms))
+
+
+# When a device was given to its wearer: the open assignment, else its registration.
+_ASSIGNED = """coalesce((SELECT max(da.assigned_at) FROM device_assignments da
+                   WHERE da.device_id = d.id AND da.unassigned_at IS NULL), d.registered_at)"""
+# The sentence has not ended: monitoring runs to the end of sentence_end's local day.
+_UNDER_SENTENCE = "%(now)s < ((s.sentence_end + 1)::timestamp AT TIME ZONE %(tz)s)"
+
+
+def sweep_monitoring_ended(conn: psycopg.Connection, now_ms: int,
+                           th: Thresholds) -> list[Change]:
+    """One ``monitoring_ended`` alert per supervisee whose sentence has ended while a device
+    is still assigned: the unit should remove the device. Raised once, ever, per supervisee."""
+    due = _query(conn, f"""
+        SELECT d.id, s.id, (s.sentence_end + 1)::timestamp AT TIME ZONE %(tz)s,
+               ds.last_fix_lat, ds.last_fix_lon, s.sentence_end
+          FROM supervisees s JOIN devices d ON d.supervisee_id = s.id
+          LEFT JOIN device_state ds ON ds.device_id = d.id
+         WHERE NOT ({_UNDER_SENTENCE})
+           AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.type = 'monitoring_ended'
+                              AND a.supervisee_id = s.id)
+         ORDER BY s.id, d.id
+        """, {"now": ms_to_dt(now_ms), "tz": th.timezone})
+    occs = {}
+    for device, sid, ended, lat, lon, end_date in due:
+        ended_ms = dt_to_ms(ended)
+        assert ended_ms is not None
+        occs.setdefault(sid, Occurrence(
+            "monitoring_ended", sid, True, ended_ms, device_id=device, lat=lat, lon=lon,
+            since_ms=ended_ms, edge=True,
+            explanation={"source": "sweep", "sentence_end": end_date.isoformat()}))
+    return _each(conn, occs.values(), lambda o: apply(conn, o, now_ms))
 
 
 def _silence(alert_type: str, r: tuple, after_s: int, active: bool, since: str) -> Occurrence:
@@ -81,12 +120,14 @@ def sweep_gnss_lost(conn: psycopg.Connection, now_ms: int, th: Thresholds) -> li
     usable fix (``acc`` <= max_accuracy_m; device clock) is older than ``gnss_lost_after_s``
     (counted from registration when there was none); end it once a recent usable fix arrives."""
     params = {"talking": ms_to_dt(now_ms - th.offline_after_s * 1000),
-              "cutoff": ms_to_dt(now_ms - th.gnss_lost_after_s * 1000)}
-    lost = _query(conn, """
+              "cutoff": ms_to_dt(now_ms - th.gnss_lost_after_s * 1000),
+              "now": ms_to_dt(now_ms), "tz": th.timezone}
+    lost = _query(conn, f"""
         SELECT d.id, d.supervisee_id, coalesce(ds.last_good_fix_ts, d.registered_at),
                ds.last_fix_lat, ds.last_fix_lon
           FROM device_state ds JOIN devices d ON d.id = ds.device_id
-         WHERE d.supervisee_id IS NOT NULL AND ds.last_seen_at >= %(talking)s
+          JOIN supervisees s ON s.id = d.supervisee_id
+         WHERE {_UNDER_SENTENCE} AND ds.last_seen_at >= %(talking)s
            AND ds.last_hb_ts IS NOT NULL
            AND coalesce(ds.last_good_fix_ts, d.registered_at) < %(cutoff)s
            AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.active AND a.type = 'gnss_lost'
@@ -99,7 +140,7 @@ def sweep_gnss_lost(conn: psycopg.Connection, now_ms: int, th: Thresholds) -> li
         """, params)
     occs = [_silence("gnss_lost", r, th.gnss_lost_after_s, active, "last_good_fix_ts")
             for rows, active in ((lost, True), (found, False)) for r in rows]
-    return _each(conn, occs, lambda o: apply(conn, o, now_ms))
+    return _each(conn, occs, lambda o: apply(conn, o, now_ms, th.late_after_ms))
 
 
 def sweep_escalation(conn: psycopg.Connection, now_ms: int) -> list[Change]:
@@ -125,9 +166,3 @@ def sweep_severity(conn: psycopg.Connection, now_ms: int) -> list[Change]:
         """, {"now": ms_to_dt(now_ms), "types": list(ZONE_TYPES)})
     return _each(conn, due, lambda r: lifecycle.raise_severity(
         conn, r[0], "high", now_ms, reason=f"condition lasted {r[1]} s"))
-
-
-def run_all(conn: psycopg.Connection, now_ms: int, th: Thresholds) -> list[Change]:
-    """Every sweep once, in a sensible order (new alerts first, then their escalation)."""
-    return (sweep_offline(conn, now_ms, th) + sweep_gnss_lost(conn, now_ms, th)
-            + sweep_severity(conn, now_ms) + sweep_escalation(conn, now_ms))

@@ -39,7 +39,7 @@ def apply_device_messages(conn: psycopg.Connection, heartbeats: Sequence[Any],
         owners.update(_owners(conn, missing))
     marks = _marks(conn, devices)
     occurrences, new_marks = _occurrences(heartbeats, events, owners, marks, th)
-    changes = apply_all(conn, occurrences, now_ms)
+    changes = apply_all(conn, occurrences, now_ms, th.late_after_ms)
     _save_marks(conn, new_marks)
     return changes
 

@@ -118,6 +118,14 @@ def _jamming(c: Mapping[str, Any]) -> tuple[str, str]:
             f"{c['supervisee_id']}.")
 
 
+def _monitoring_ended(c: Mapping[str, Any]) -> tuple[str, str]:
+    end = c.get("sentence_end", "?")
+    return (f"Đối tượng {c['supervisee_id']} đã hết thời hạn chấp hành án ({end}): kết thúc "
+            f"giám sát, thu hồi thiết bị {c['device_id']}.",
+            f"The sentence of supervisee {c['supervisee_id']} ended ({end}): monitoring is "
+            f"over, remove device {c['device_id']}.")
+
+
 _BUILDERS = {
     "zone_exit": _zone_exit,
     "zone_enter": _zone_enter,
@@ -130,6 +138,7 @@ _BUILDERS = {
     "battery_low": lambda c: _battery(c, "yếu", "low"),
     "battery_critical": lambda c: _battery(c, "sắp cạn", "critically low"),
     "gnss_jamming": _jamming,
+    "monitoring_ended": _monitoring_ended,
 }
 
 

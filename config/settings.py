@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     battery_low_pct: int = Field(20, description="battery_low at or below, %")
     battery_critical_pct: int = Field(5, description="battery_critical at or below, %")
     ack_within_s: int = Field(300, description="default time for a unit to acknowledge, s")
+    late_alert_after_s: int = Field(
+        60, description="an alert from fixes older than this is marked retrospective, s"
+    )
     sweep_interval_s: float = Field(5.0, description="how often offline/escalation sweeps run, s")
     webhook_timeout_s: float = Field(5.0, description="timeout of one webhook attempt, s")
     webhook_max_backoff_s: float = Field(300.0, description="longest wait between retries, s")

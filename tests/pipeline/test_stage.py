@@ -14,11 +14,13 @@ import paho.mqtt.client as mqtt
 import pytest
 from prometheus_client import CollectorRegistry
 
+from alerts.decide import DecideStage
+from alerts.delivery.commands import send_command
 from alerts.delivery.mqtt import MqttChannel
 from alerts.metrics import AlertMetrics
 from alerts.model import ms_to_dt
 from config import Settings
-from giamsat.pipeline import AlertPipeline, DecideStage, send_command
+from giamsat.pipeline import AlertPipeline
 from ingest.records import Event, Heartbeat, StoredBatch
 from ingest.service import IngestService
 from simulators import messages as sim
@@ -181,7 +183,7 @@ def test_registry_reload_when_version_changes(world, db_url, settings):
                                 "RETURNING version").fetchone()[0]
         world.commit()
         deadline = time.monotonic() + 10
-        while stage._registry_version != version and time.monotonic() < deadline:
+        while stage.registry_version != version and time.monotonic() < deadline:
             time.sleep(0.05)
         assert stage.wait_idle(10)
         stage.on_stored(_batch([ban, ban], clock() - 2000))

@@ -1,0 +1,209 @@
+"""The decisions themselves: stored telemetry -> geofence -> alert rules, persisted in ONE
+transaction (alert changes, history, outbox rows, geofence decision states, progress mark).
+
+``Decider`` is used by the decide worker thread only: it owns the ``geofence.fence.Fence`` and
+its database connection, so the decision state is never touched by two threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from alerts.decide import recovery, watch
+from alerts.metrics import AlertMetrics
+from alerts.model import Change, ms_to_dt
+from alerts.rules import apply_all
+from alerts.sources import Thresholds, from_transition
+from alerts.telemetry import apply_device_messages
+from geofence import store as fence_store
+from geofence.fence import Fence
+from geofence.policy import PolicyTable
+from ingest.records import StoredBatch
+from schema import connect
+
+log = logging.getLogger("giamsat.decide")
+
+
+class Decider:
+    """Decides batches, ticks and registry reloads against the fence, and persists them.
+
+    ``state_flush_s``: quiet decision states (nothing in progress: only the decided fix moved)
+    are saved at most this often rather than with every batch, which saves most state writes
+    under steady load; the progress mark stays at the oldest receipt they cover, so after a
+    crash the recovery re-decides their fixes (which changes nothing: they were quiet).
+    """
+
+    def __init__(self, db_url: str, settings: Any, clock_ms: Callable[[], int],
+                 policies: PolicyTable, metrics: AlertMetrics | None,
+                 on_committed: Callable[[list[Change]], None], state_flush_s: float,
+                 recovery_slack_s: float) -> None:
+        self.db_url = db_url
+        self.settings = settings
+        self.clock_ms = clock_ms
+        self.policies = policies
+        self.metrics = metrics
+        self.thresholds = Thresholds.from_settings(settings)
+        self.on_committed = on_committed
+        self.state_flush_s = state_flush_s
+        self.recovery_slack_s = recovery_slack_s
+        self._deferred: dict[str, bytes] = {}
+        self._deferred_since: int | None = None  # oldest receipt the deferred states cover
+        self._flushed_at = time.monotonic()
+        self._conn: psycopg.Connection | None = None
+        self._fence: Fence | None = None
+        self.fingerprints: dict[str, str] = {}
+        self.registry_version: int | None = None
+        self.decided_batches = 0
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        assert self._conn is not None, "Decider.open() first"
+        return self._conn
+
+    @property
+    def fence(self) -> Fence:
+        assert self._fence is not None, "Decider.open() first"
+        return self._fence
+
+    def open(self) -> None:
+        """(Re)connect when needed and load the zones, permits and persisted decision states.
+        States not yet flushed are dropped: they are read back (older) and re-decided."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = connect(self.db_url, autocommit=True, application_name="giamsat-decide")
+        self._deferred.clear()
+        self._deferred_since = None
+        s = self.settings
+        fence = Fence(policies=self.policies, margin_m=s.margin_m, confirm_fixes=s.confirm_fixes,
+                      max_accuracy_m=s.max_accuracy_m, tz=s.timezone)
+        fence_store.load_fence(self.conn, fence, now_ms=self.clock_ms())
+        self._fence = fence
+        self.registry_version = watch.registry_version(self.conn)
+        self.fingerprints = watch.fingerprints(self.conn)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+    # --- items --------------------------------------------------------------------------------
+
+    def decide_batch(self, batch: StoredBatch) -> None:
+        """Geofence the batch's fixes (vectorised), then persist every consequence at once."""
+        now = self.clock_ms()
+        transitions = self.fence.decide(batch.supervisee_id, batch.ts, batch.lon, batch.lat,
+                                        batch.acc) if len(batch) else []
+        devices = _device_of(batch) if transitions else {}
+        occurrences = [from_transition(t, devices.get(t.supervisee_id)) for t in transitions]
+        owners = {d: s for d, s in batch.supervisees.items() if s is not None}
+        states, progress = self._states_to_save({t.supervisee_id for t in transitions},
+                                                batch.received_ms)
+        conn, late = self.conn, self.thresholds.late_after_ms
+        with conn.transaction():
+            changes = apply_all(conn, occurrences, now, late)
+            changes += apply_device_messages(conn, batch.heartbeats, batch.events, now,
+                                             self.thresholds, owners)
+            fence_store.save_states(conn, states)
+            recovery.save_progress(conn, progress, now)
+        self.decided_batches += 1
+        if self.metrics is not None:
+            self.metrics.decided_fixes.inc(len(batch))
+        self.on_committed(changes)
+
+    def tick(self, now_ms: int | None) -> None:
+        """Apply the passage of time (windows and permits that started or ended)."""
+        now = self.clock_ms() if now_ms is None else now_ms
+        transitions = self.fence.tick(now)
+        states, _ = self._states_to_save({t.supervisee_id for t in transitions}, None)
+        if not transitions and not states:
+            return
+        with self.conn.transaction():
+            changes = apply_all(self.conn, [from_transition(t) for t in transitions], now,
+                                self.thresholds.late_after_ms)
+            fence_store.save_states(self.conn, states)
+        self.on_committed(changes)
+
+    def reload(self) -> None:
+        """Reload the supervisees whose zones, permits or sentence changed (incremental)."""
+        conn, now = self.conn, self.clock_ms()
+        version = watch.registry_version(conn)
+        fingerprints = watch.fingerprints(conn)
+        changed = watch.changed(self.fingerprints, fingerprints)
+        transitions = []
+        for sid in changed:
+            transitions += fence_store.reload_supervisee(conn, self.fence, sid, now_ms=now)
+        transitions += self.fence.tick(now)  # new or changed zones against the last fix
+        with conn.transaction():
+            changes = apply_all(conn, [from_transition(t) for t in transitions], now,
+                                self.thresholds.late_after_ms)
+            fence_store.save_states(conn, self._drain_all())
+        self.fingerprints, self.registry_version = fingerprints, version
+        if changed:
+            log.info("registry version %s: reloaded %d supervisees", version, len(changed))
+        self.on_committed(changes)
+
+    def recover(self) -> None:
+        """Decide the telemetry stored after the progress mark (a crash, a kill, an outage)."""
+        mark = recovery.read_progress(self.conn)
+        if mark is None:
+            with self.conn.transaction():
+                recovery.save_progress(self.conn, self.clock_ms(), self.clock_ms())
+            return
+        since = ms_to_dt(mark - int(self.recovery_slack_s * 1000))
+        heartbeats, events = recovery.read_device_messages(self.conn, since)
+        n_fixes = 0
+        for batch in recovery.read_fix_batches(self.conn, since, heartbeats, events):
+            self.decide_batch(batch)
+            n_fixes += len(batch)
+        log.info("startup recovery: re-read %d fixes, %d heartbeats, %d events received since %s",
+                 n_fixes, len(heartbeats), len(events), since.isoformat())
+
+    def flush(self) -> None:
+        """Save every decision state not yet saved (before stopping)."""
+        states = self._drain_all()
+        if states:
+            with self.conn.transaction():
+                fence_store.save_states(self.conn, states)
+
+    # --- what to save ---------------------------------------------------------------------------
+
+    def _states_to_save(self, busy: set[str],
+                        received_ms: int | None) -> tuple[dict[str, bytes], int]:
+        """The decision states to write now: those with a transition or anything in progress;
+        quiet ones wait in ``_deferred`` until ``state_flush_s`` has passed. Also the progress
+        mark to write with them: the oldest receipt whose decisions are not all saved."""
+        states, out = self.fence.states, {}
+        for sid, blob in self.fence.drain_changed().items():
+            if sid in busy or not all(z.quiet for _, z in states[sid].zones):
+                out[sid] = blob
+                self._deferred.pop(sid, None)
+            else:
+                self._deferred[sid] = blob
+        if self._deferred and time.monotonic() - self._flushed_at >= self.state_flush_s:
+            out.update(self._deferred)
+            self._deferred, self._deferred_since = {}, None
+            self._flushed_at = time.monotonic()
+        progress = self.clock_ms() if received_ms is None else received_ms
+        if self._deferred:
+            if self._deferred_since is None or progress < self._deferred_since:
+                self._deferred_since = progress
+            progress = self._deferred_since
+        return out, progress
+
+    def _drain_all(self) -> dict[str, bytes]:
+        """Every changed state, the deferred quiet ones included (newest wins)."""
+        out = {**self._deferred, **self.fence.drain_changed()}
+        self._deferred, self._deferred_since = {}, None
+        self._flushed_at = time.monotonic()
+        return out
+
+
+def _device_of(batch: StoredBatch) -> dict[str, str]:
+    """Supervisee -> the device whose fix is latest in the batch."""
+    order = np.argsort(batch.ts, kind="stable")
+    return {s: d for s, d in zip(batch.supervisee_id[order].tolist(),
+                                 batch.device_id[order].tolist(), strict=True) if s is not None}

@@ -1,0 +1,90 @@
+"""The decide stage's scheduled jobs (apscheduler): each is a query and a call into ``alerts``
+(the device sweeps, monitoring end, escalation, severity rise), or an item queued for the
+decide worker (the geofence tick, a registry reload), or a wake-up of the deliverer.
+
+Each job has its own database connection, so a job never waits on the decide worker's and a
+lost connection is replaced at the next run (an outage is logged once, not every run).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from alerts import sweeps
+from alerts.delivery.deliverer import DbOutage
+from alerts.model import Change
+from alerts.sources import Thresholds
+from schema import connect
+
+log = logging.getLogger("giamsat.decide")
+
+
+def run_sweeps(conn: psycopg.Connection, now_ms: int, th: Thresholds,
+               offline: bool = True) -> list[Change]:
+    """The device sweeps (offline, gnss_lost), monitoring end, then escalation and severity
+    rise, once. ``offline=False`` skips the silence sweep (right after a start)."""
+    return ((sweeps.sweep_offline(conn, now_ms, th) if offline else [])
+            + sweeps.sweep_gnss_lost(conn, now_ms, th)
+            + sweeps.sweep_monitoring_ended(conn, now_ms, th)
+            + sweeps.sweep_severity(conn, now_ms) + sweeps.sweep_escalation(conn, now_ms))
+
+
+class Jobs:
+    """The scheduler and the connections of its jobs."""
+
+    def __init__(self, db_url: str) -> None:
+        self.db_url = db_url
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+        self._conns: dict[str, psycopg.Connection] = {}
+        self._lock = threading.Lock()
+        self._outages: dict[str, DbOutage] = {}
+        self.started = time.monotonic()
+
+    def every(self, seconds: float, name: str, body: Callable[[], Any]) -> None:
+        """Run ``body`` every ``seconds``, never two at once, a missed run coalesced."""
+        self.scheduler.add_job(body, "interval", seconds=seconds, id=name, max_instances=1,
+                               coalesce=True, misfire_grace_time=None)
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        with self._lock:
+            for conn in self._conns.values():
+                conn.close()
+            self._conns.clear()
+
+    def since_start_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def conn(self, name: str) -> psycopg.Connection:
+        """The job's own connection, opened again when it was lost."""
+        with self._lock:
+            conn = self._conns.get(name)
+            if conn is None or conn.closed or conn.broken:
+                conn = connect(self.db_url, autocommit=True, application_name=f"giamsat-{name}")
+                self._conns[name] = conn
+            return conn
+
+    def run(self, name: str, body: Callable[[psycopg.Connection], Any]) -> None:
+        """Run ``body`` on the job's connection; a database error waits for the next run."""
+        outage = self._outages.setdefault(name, DbOutage(f"job {name}", log))
+        try:
+            body(self.conn(name))
+            outage.ok()
+        except psycopg.Error as exc:
+            outage.failed(exc)
+            with self._lock:
+                conn = self._conns.pop(name, None)
+            if conn is not None:
+                conn.close()

@@ -1,0 +1,64 @@
+"""Downlink commands to devices (contract §1): ``em/v1/dev/{device_id}/cmd``, QoS 1.
+
+The device answers on ``em/v1/dev/{device_id}/ack``; ingest matches the answer to the command
+recorded here (``device_commands``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import psycopg
+
+from alerts.delivery.deliverer import wall_ms
+from alerts.model import ms_to_dt
+
+COMMAND_TYPES = ("locate", "set_interval", "notify_wearer")
+MAX_WEARER_TEXT = 160  # characters shown on the device
+
+
+def command_topic(device_id: str) -> str:
+    """``em/v1/dev/{device_id}/cmd``."""
+    return f"em/v1/dev/{device_id}/cmd"
+
+
+def send_command(client: Any, device_id: str, type: str, *, conn: psycopg.Connection | None = None,
+                 sent_by: str = "system", now_ms: int | None = None, wait_s: float | None = 5.0,
+                 **fields: Any) -> str:
+    """Publish a downlink command (QoS 1) to ``em/v1/dev/{device_id}/cmd``; return its id.
+
+    ``client``: a paho client or an ``MqttChannel`` (anything with ``publish(topic, payload,
+    qos)``). ``set_interval`` needs ``fix_s`` (int s > 0), ``notify_wearer`` a short ``text``.
+    With ``conn`` the command is recorded in ``device_commands`` (committed by the caller) so
+    ingest can match the device's ``ack`` to it. With ``wait_s`` it waits for the
+    broker's PUBACK and raises ``TimeoutError`` without one.
+    """
+    payload = {"id": uuid.uuid4().hex, "type": type, **_command_fields(type, fields)}
+    if conn is not None:
+        conn.execute("INSERT INTO device_commands (id, device_id, type, payload, sent_at, sent_by) "
+                     "VALUES (%s, %s, %s, %s, %s, %s)",
+                     (payload["id"], device_id, type, orjson.dumps(payload).decode(),
+                      ms_to_dt(wall_ms() if now_ms is None else now_ms), sent_by))
+    info = client.publish(command_topic(device_id), orjson.dumps(payload), qos=1)
+    if wait_s is not None:
+        info.wait_for_publish(wait_s)
+        if not info.is_published():
+            raise TimeoutError(f"command {payload['id']} to {device_id}: no PUBACK in {wait_s} s")
+    return payload["id"]
+
+
+def _command_fields(type: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    if type not in COMMAND_TYPES:
+        raise ValueError(f"command type must be one of {', '.join(COMMAND_TYPES)}, not {type!r}")
+    if type == "set_interval":
+        fix_s = fields.get("fix_s")
+        if not isinstance(fix_s, int) or isinstance(fix_s, bool) or fix_s <= 0:
+            raise ValueError("set_interval needs fix_s, a positive integer (seconds)")
+    if type == "notify_wearer":
+        text = fields.get("text")
+        if not isinstance(text, str) or not text or len(text) > MAX_WEARER_TEXT:
+            raise ValueError(f"notify_wearer needs a text of 1 to {MAX_WEARER_TEXT} characters")
+    return dict(fields)
