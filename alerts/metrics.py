@@ -36,6 +36,10 @@ class AlertMetrics:
         self.decided_fixes = Counter(
             "giamsat_decide_fixes_total",
             "Fixes that went through the geofence decisions (late ones included)", registry=reg)
+        self.late_fixes = Counter(
+            "giamsat_decide_late_fixes_total",
+            "Fixes older than their device's last decided fix: stored and shown, never decided "
+            "(contract §1)", registry=reg)
         self.decide_queue = Gauge(
             "giamsat_decide_queue_depth",
             "Work items (stored batches, ticks, reloads) waiting for the decide stage",

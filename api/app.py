@@ -30,6 +30,7 @@ from api.routes import (
     ops,
     permits,
     positions,
+    replay,
     reports,
     stream,
     supervisees,
@@ -47,7 +48,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 # Order matters where paths overlap: /alerts/stream before /alerts/{alert_id}.
 ROUTERS = (ops, auth, units, officers, supervisees, permits, track, devices, positions, stream,
-           alerts, dead_letters, reports)
+           alerts, dead_letters, reports, replay)
 
 
 def _wall_clock() -> datetime:

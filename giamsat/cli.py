@@ -75,6 +75,55 @@ def _cmd_demo_data(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    import orjson
+
+    from alerts.decide.replay import parse_proposal, parse_time, replay
+    from giamsat.app import open_database
+
+    try:
+        start, end = parse_time(_int_or(args.start), "--from"), parse_time(_int_or(args.end), "--to")
+        zones = permits = None
+        if args.what_if:
+            with open(args.what_if, "rb") as fh:
+                zones, permits = parse_proposal(orjson.loads(fh.read()), args.supervisee)
+    except (ValueError, OSError) as exc:
+        print(f"giamsat replay: {exc}", file=sys.stderr)
+        return 2
+    with open_database(settings) as conn:
+        try:
+            result = replay(conn, settings, args.supervisee, start, end, zones=zones,
+                            permits=permits)
+        except LookupError as exc:
+            print(f"giamsat replay: {exc}", file=sys.stderr)
+            return 2
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(result.as_json(), option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        _print_replay(result, what_if=bool(args.what_if))
+    return 1 if result.reproduced is False else 0
+
+
+def _int_or(value: str) -> int | str:
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def _print_replay(result, what_if: bool) -> None:
+    print(f"{result.supervisee_id}: {result.fixes} stored fixes re-decided"
+          f"{' against the proposed zones and permits' if what_if else ''}")
+    for c in result.changes:
+        print(f"  {c.line()}")
+    if not result.changes:
+        print("  no zone alert would open or end")
+    if result.recorded is not None:
+        if result.differences:
+            print(f"self-check: {len(result.differences)} difference(s) from what was recorded:")
+            for d in result.differences:
+                print(f"  {d}")
+        else:
+            print(f"self-check: reproduces the {len(result.recorded)} recorded alert changes")
+
+
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
     from simulators import cli as sim_cli
 
@@ -142,6 +191,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("api", help="run only the HTTP API and dashboard")
     p.set_defaults(func=_cmd_api)
+
+    p = sub.add_parser(
+        "replay", help="re-decide a supervisee's period from the stored fixes",
+        description="Re-decide a supervisee's period from the stored fixes with the live engine. "
+                    "Without --what-if it checks that the alerts that fired are reproduced "
+                    "(exit 1 and the differences otherwise); with --what-if it stores and sends "
+                    "nothing and lists the alerts that would have fired against proposed zones "
+                    "and permits.")
+    p.add_argument("supervisee", help="supervisee id")
+    p.add_argument("--from", dest="start", required=True,
+                   help="start: ISO date-time with offset (2026-12-01T00:00+07:00) or epoch ms")
+    p.add_argument("--to", dest="end", required=True, help="end (excluded), same forms")
+    p.add_argument("--what-if", metavar="FILE",
+                   help="JSON {\"zones\": [...], \"permits\": [...]} in the import format")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("demo-data", help="print the demo registry document")
     p.add_argument("--out", default="-", help="file to write (default: standard output)")
