@@ -215,16 +215,17 @@ def _payloads(
     return out
 
 
-def publisher_main(mqtt_url: str, plan: tuple, ready, go, results) -> None:
-    """One publisher process: build its payloads, wait for `go`, publish QoS 1 (at most
-    PUBLISH_WINDOW unacknowledged), wait for the broker's acknowledgements.
+def publisher_main(mqtt_url: str, build, plan: tuple, ready, go, results) -> None:
+    """One publisher process: build its payloads (``build(*plan)``: [(topic, payload)]), wait
+    for `go`, publish QoS 1 (at most PUBLISH_WINDOW unacknowledged), wait for the broker's
+    acknowledgements.
 
     paho runs without its network thread: ``publish`` writes to the socket and this loop
     reads the PUBACKs, so no second thread competes for the GIL.
     """
     import paho.mqtt.client as mqtt
 
-    messages = _payloads(*plan)
+    messages = build(*plan)
     url = urlsplit(mqtt_url)
     acked = [0]
 
@@ -258,22 +259,16 @@ def publisher_main(mqtt_url: str, plan: tuple, ready, go, results) -> None:
 
 
 class Publishers:
-    def __init__(self, args: argparse.Namespace, mqtt_url: str, phase: str, first_seq: int):
+    """Publisher processes (forked: ``build`` and the plans are not pickled); each builds its
+    share with ``build(*plan)`` and publishes it once ``start()`` is called."""
+
+    def __init__(self, mqtt_url: str, build, plans: list[tuple]):
         ctx = mp.get_context("fork")
         self.ready, self.results, self.go = ctx.Queue(), ctx.Queue(), ctx.Event()
         self.procs = [
-            ctx.Process(
-                target=publisher_main,
-                daemon=True,
-                args=(
-                    mqtt_url,
-                    (phase, first_seq, args.fixes, args.batch, args.devices, i, args.publishers),
-                    self.ready,
-                    self.go,
-                    self.results,
-                ),
-            )
-            for i in range(args.publishers)
+            ctx.Process(target=publisher_main, daemon=True,
+                        args=(mqtt_url, build, plan, self.ready, self.go, self.results))
+            for plan in plans
         ]
         for p in self.procs:
             p.start()
@@ -334,7 +329,9 @@ def _run_phase(
     stack: ExitStack,
 ) -> dict:
     client_id = f"bench-ingest-{uuid.uuid4().hex[:6]}"
-    pubs = Publishers(args, services.mqtt_url, phase, first_seq)
+    plans = [(phase, first_seq, args.fixes, args.batch, args.devices, i, args.publishers)
+             for i in range(args.publishers)]
+    pubs = Publishers(services.mqtt_url, _payloads, plans)
     stack.callback(pubs.terminate)
     fixes = pubs.messages * (1 if phase == "single" else args.batch)
     ingest = IngestProcess(services, client_id, args)
