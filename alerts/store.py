@@ -20,13 +20,7 @@ from psycopg.types.json import Jsonb
 
 from alerts.model import Change, ms_to_dt
 from alerts.payload import alert_json
-
-ALERT_TOPIC = "em/v1/alerts/{unit}"
-
-
-def alert_topic(unit: str) -> str:
-    """The MQTT topic a unit's alerts are published on."""
-    return ALERT_TOPIC.format(unit=unit)
+from protocol import alert_topic
 
 
 def lock_key(conn: psycopg.Connection, key: tuple[str, str, str]) -> None:
@@ -97,14 +91,14 @@ def _enqueue(conn: psycopg.Connection, alert_id: int, history_id: int, units: li
         """
         INSERT INTO deliveries (alert_id, history_id, channel, target, idempotency_key, payload,
                                 created_at, next_attempt_at)
-        SELECT %(a)s, %(h)s, 'mqtt', 'em/v1/alerts/' || u, 'gs-' || %(h)s || '-mqtt-' || u,
-               %(p)s, %(at)s, %(at)s
-          FROM unnest(%(units)s::text[]) AS u
+        SELECT %(a)s, %(h)s, 'mqtt', t, 'gs-' || %(h)s || '-mqtt-' || u, %(p)s, %(at)s, %(at)s
+          FROM unnest(%(units)s::text[], %(topics)s::text[]) AS x(u, t)
         UNION ALL
         SELECT %(a)s, %(h)s, 'webhook', w.id::text, 'gs-' || %(h)s || '-webhook-' || w.id,
                %(p)s, %(at)s, %(at)s
           FROM unit_webhooks w
          WHERE w.enabled AND w.unit = ANY(%(units)s::text[])
         """,
-        {"a": alert_id, "h": history_id, "units": units, "p": Jsonb(dict(payload)), "at": at},
+        {"a": alert_id, "h": history_id, "units": units, "topics": [alert_topic(u) for u in units],
+         "p": Jsonb(dict(payload)), "at": at},
     )

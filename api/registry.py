@@ -12,12 +12,13 @@ from psycopg.rows import dict_row
 from api.scope import Scope
 from geofence.policy import Permit
 from geofence.zones import ZoneError, parse_geometry
+from protocol import DEVICE_ID_PATTERN
 
 log = logging.getLogger("giamsat.api")
 
 SuperviseeId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$",
                                    description="supervisee id")]
-DeviceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="device id")]
+DeviceId = Annotated[str, Path(pattern=f"^{DEVICE_ID_PATTERN}$", description="device id")]
 
 
 def bump_registry(conn: psycopg.Connection) -> None:

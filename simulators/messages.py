@@ -11,7 +11,6 @@ message kind) for the ingest tests.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -19,9 +18,10 @@ from typing import Any
 
 import orjson
 
-TOPIC_PREFIX = "em/v1/dev"
-KINDS = ("fix", "hb", "evt", "ack", "cmd")  # `cmd` is the downlink, the others are uplink
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+from protocol import DEVICE_TOPIC_PREFIX, DOWNLINK_KINDS, UPLINK_KINDS, device_topic
+
+TOPIC_PREFIX = DEVICE_TOPIC_PREFIX
+KINDS = UPLINK_KINDS + DOWNLINK_KINDS  # `cmd` is the downlink, the others are uplink
 MAX_BATCH = 500  # fixes in one {"fixes": [...]} message
 MAX_PAYLOAD_BYTES = 64 * 1024  # 64 KiB
 MAX_FUTURE_MS = 5 * 60 * 1000  # a ts more than 5 min ahead of the service's clock is rejected
@@ -112,11 +112,7 @@ def drop(obj: Mapping[str, Any], *fields: str) -> dict[str, Any]:
 
 def topic(device_id: str, kind: str) -> str:
     """The MQTT topic `em/v1/dev/{device_id}/{kind}`; kind is one of `KINDS`."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown topic kind {kind!r}, expected one of {KINDS}")
-    if not DEVICE_ID_RE.match(device_id):
-        raise ValueError(f"invalid device id {device_id!r}")
-    return f"{TOPIC_PREFIX}/{device_id}/{kind}"
+    return device_topic(device_id, kind)
 
 
 def encode(obj: Any) -> bytes:

@@ -15,6 +15,7 @@ import psycopg
 
 from alerts.delivery.deliverer import wall_ms
 from alerts.model import ms_to_dt
+from protocol import device_topic
 
 COMMAND_TYPES = ("locate", "set_interval", "notify_wearer")
 MAX_WEARER_TEXT = 160  # characters shown on the device
@@ -22,7 +23,7 @@ MAX_WEARER_TEXT = 160  # characters shown on the device
 
 def command_topic(device_id: str) -> str:
     """``em/v1/dev/{device_id}/cmd``."""
-    return f"em/v1/dev/{device_id}/cmd"
+    return device_topic(device_id, "cmd")
 
 
 def send_command(client: Any, device_id: str, type: str, *, conn: psycopg.Connection | None = None,

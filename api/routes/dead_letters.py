@@ -14,6 +14,7 @@ from psycopg.rows import dict_row
 
 from api.deps import Caller, Conn, Ctx, audit
 from api.wire import MAX_MS, MIN_MS, to_dt, to_ms
+from protocol import DEVICE_ID_PATTERN
 
 router = APIRouter(prefix="/api/v1", tags=["dead letters"])
 
@@ -39,7 +40,7 @@ def _payload(raw: bytes) -> dict[str, Any]:
 @router.get("/dead-letters", responses={404: {"description": "device not in your scope"}})
 def dead_letters(
     ctx: Ctx, caller: Caller, conn: Conn,
-    device_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
+    device_id: Annotated[str | None, Query(pattern=f"^{DEVICE_ID_PATTERN}$")] = None,
     since: Annotated[int | None, Query(ge=MIN_MS, le=MAX_MS,
                                        description="received at or after, epoch ms")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -19,12 +19,13 @@ from api.deps import Caller, Conn, Ctx, audit
 from api.registry import DeviceId, bump_registry, supervisee
 from api.scope import Scope
 from api.wire import to_ms
+from protocol import DEVICE_ID_PATTERN
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
 
 
 class DeviceCreate(BaseModel):
-    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    id: str = Field(pattern=f"^{DEVICE_ID_PATTERN}$")
     supervisee_id: str | None = Field(None, min_length=1, max_length=64)
 
 

@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from protocol import DEVICE_ID_RE
 from simulators import messages as sim
 
 MAX_PAYLOAD = sim.MAX_PAYLOAD_BYTES
@@ -349,7 +349,7 @@ def fuzz_corpus(n: int, seed: int, devices: Sequence[str], now_ms: int) -> list[
 
 # --- an independent reading of contract §1 -------------------------------------------------------
 
-DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+DEVICE_ID = DEVICE_ID_RE
 EVENT_TYPES = frozenset(sim.EVENT_TYPES)
 
 
