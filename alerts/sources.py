@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alerts.model import Occurrence, zone_severity
+from geofence.transitions import Transition
 
 # A battery alert ends only once the level is this far above its threshold, so a reading that
 # flickers between 20 % and 21 % does not end and reopen it on every heartbeat.
@@ -53,24 +54,21 @@ def field(obj: Any, name: str, default: Any = None) -> Any:
 _NONE = object()
 
 
-def from_transition(t: Any, device_id: str | None = None) -> Occurrence:
-    """A ``geofence.transitions.Transition`` as an occurrence (an edge: the geofence already
-    confirmed it over ``confirm_fixes`` fixes). Its explanation is kept for the officer."""
-    purpose = field(t, "purpose")
-    escalate_after_s = field(t, "escalate_after_s")
+def from_transition(t: Transition, device_id: str | None = None) -> Occurrence:
+    """A geofence transition as an occurrence (an edge: the geofence already confirmed it over
+    ``confirm_fixes`` fixes). Its explanation is kept for the officer."""
     explanation = {
         "source": "geofence",
-        "zone_id": t.zone_id, "purpose": purpose,
-        "distance_m": _round(field(t, "distance_m")), "acc_m": _round(field(t, "acc_m")),
-        "margin_m": _round(field(t, "margin_m")), "count": field(t, "count"),
-        "since_ms": field(t, "since_ms"), "escalate_after_s": escalate_after_s,
+        "zone_id": t.zone_id, "purpose": t.purpose,
+        "distance_m": _round(t.distance_m), "acc_m": _round(t.acc_m),
+        "margin_m": _round(t.margin_m), "count": t.count,
+        "since_ms": t.since_ms, "escalate_after_s": t.escalate_after_s,
     }
     return Occurrence(
         type=t.alert_type, supervisee_id=t.supervisee_id, active=bool(t.active), ts_ms=int(t.ts_ms),
-        zone_id=t.zone_id, device_id=device_id or field(t, "device_id"),
-        lat=_float(field(t, "lat")), lon=_float(field(t, "lon")),
-        severity=zone_severity(purpose, escalate_after_s) if t.active else None,
-        since_ms=field(t, "since_ms"), escalate_after_s=escalate_after_s, edge=True,
+        zone_id=t.zone_id, device_id=device_id, lat=_float(t.lat), lon=_float(t.lon),
+        severity=zone_severity(t.purpose, t.escalate_after_s) if t.active else None,
+        since_ms=t.since_ms, escalate_after_s=t.escalate_after_s, edge=True,
         explanation=explanation,
     )
 

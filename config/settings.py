@@ -63,7 +63,6 @@ class Settings(BaseSettings):
     gnss_lost_after_s: int = Field(900, description="no usable fix for this long = gnss_lost, s")
     battery_low_pct: int = Field(20, description="battery_low at or below, %")
     battery_critical_pct: int = Field(5, description="battery_critical at or below, %")
-    ack_within_s: int = Field(300, description="default time for a unit to acknowledge, s")
     late_alert_after_s: int = Field(
         60, description="an alert from fixes older than this is marked retrospective, s"
     )

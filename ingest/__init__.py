@@ -2,5 +2,6 @@
 
 Modules, in data-flow order: `records` (domain types), `decode` (pure decoders), `registry`
 (device registry cache), `store` (batched COPY storage), `client` / `consumer` (MQTT), `service`
-(`IngestService`, `run_forever`), `metrics`. Run alone with `python -m ingest`.
+(`IngestService`, `run_forever`), `metrics`. The service runs it inside `giamsat worker`;
+`python -m ingest` runs it alone (storage without decisions, for benchmarks and tests).
 """

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -35,11 +35,6 @@ REASONS: tuple[str, ...] = (
     "unstorable",      # the database refused it although it passed validation (a bug; the
                        # error is in `detail`), isolated so that the rest is stored
 )
-Reason = Literal[
-    "not_json", "not_object", "missing_field", "bad_type", "out_of_range", "future_ts",
-    "unknown_device", "too_large", "bad_topic", "too_many_fixes", "unsupported",
-    "unknown_command", "unstorable",
-]
 
 # Record kinds: metric labels and the keys of the decoder table.
 KINDS: tuple[str, ...] = ("fix", "hb", "evt", "ack", "owntracks")

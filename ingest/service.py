@@ -1,8 +1,9 @@
 """The ingest service: MQTT consumer -> decode -> store -> acknowledge -> `on_stored`.
 
-`IngestService` runs inside a process (the composition root wires `on_stored` to geofence and
-alerts); `run_forever(settings)` is the `python -m ingest` entry point, a child process that
-stops cleanly on SIGTERM / SIGINT.
+`IngestService` runs inside the pipeline process (`giamsat worker`, which `giamsat up` runs;
+the composition root `giamsat.pipeline` wires `on_stored` to the decide stage).
+`run_forever(settings)` runs ingest alone (`python -m ingest`: the ingest benchmark and tests
+use it), storing without deciding; it stops cleanly on SIGTERM / SIGINT.
 """
 
 from __future__ import annotations
