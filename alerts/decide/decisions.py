@@ -54,6 +54,8 @@ class Decider:
         self.recovery_slack_s = recovery_slack_s
         self._deferred: dict[str, bytes] = {}
         self._deferred_since: int | None = None  # oldest receipt the deferred states cover
+        self._last_received: int | None = None  # receipt of the last batch decided
+        self._saved_progress: int | None = None
         self._flushed_at = time.monotonic()
         self._conn: psycopg.Connection | None = None
         self._fence: Fence | None = None
@@ -77,7 +79,7 @@ class Decider:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = connect(self.db_url, autocommit=True, application_name="giamsat-decide")
         self._deferred.clear()
-        self._deferred_since = None
+        self._deferred_since = self._last_received = self._saved_progress = None
         s = self.settings
         fence = Fence(policies=self.policies, margin_m=s.margin_m, confirm_fixes=s.confirm_fixes,
                       max_accuracy_m=s.max_accuracy_m, tz=s.timezone)
@@ -109,22 +111,29 @@ class Decider:
                                              self.thresholds, owners)
             fence_store.save_states(conn, states)
             recovery.save_progress(conn, progress, now)
+        self._last_received, self._saved_progress = batch.received_ms, progress
         self.decided_batches += 1
         if self.metrics is not None:
             self.metrics.decided_fixes.inc(len(batch))
         self.on_committed(changes)
 
     def tick(self, now_ms: int | None) -> None:
-        """Apply the passage of time (windows and permits that started or ended)."""
+        """Apply the passage of time (windows and permits that started or ended); save the
+        quiet states whose flush is due, so that the progress mark moves on when idle."""
         now = self.clock_ms() if now_ms is None else now_ms
         transitions = self.fence.tick(now)
-        states, _ = self._states_to_save({t.supervisee_id for t in transitions}, None)
-        if not transitions and not states:
+        states, progress = self._states_to_save({t.supervisee_id for t in transitions},
+                                                self._last_received)
+        moved = self._last_received is not None and progress != self._saved_progress
+        if not transitions and not states and not moved:
             return
         with self.conn.transaction():
             changes = apply_all(self.conn, [from_transition(t) for t in transitions], now,
                                 self.thresholds.late_after_ms)
             fence_store.save_states(self.conn, states)
+            if moved:
+                recovery.save_progress(self.conn, progress, now)
+                self._saved_progress = progress
         self.on_committed(changes)
 
     def reload(self) -> None:

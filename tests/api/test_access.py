@@ -97,6 +97,8 @@ CASES = [
          json=PERMIT, check="khám bệnh"),
     Case("GET", "/api/v1/supervisees/{sid}/track", A + "/track", "xa.a", 200, "xa.b",
          params=TRACK, check="FeatureCollection"),
+    Case("POST", "/api/v1/supervisees/{sid}/replay", A + "/replay", "tinh.t", 200, "tinh.x",
+         json=TRACK, check='"reproduced"'),
     Case("GET", "/api/v1/supervisees/{sid}/case-export", A + "/case-export", "tinh.t", 200,
          "tinh.x", params=TRACK, check=NAME_A),
     # devices and positions
