@@ -263,7 +263,7 @@ class ZoneIndex:
         """`set_supervisee` for many at once: every shape to compile is compiled in one
         vectorised pass (much faster when loading a whole registry)."""
         plans = [self._plan(sid, zones, permits) for sid, zones, permits in items]
-        todo = {spec.key: spec for plan in plans for spec in plan.specs if spec.key not in plan.old}
+        todo = {spec.key: spec for plan in plans for spec in self._to_compile(plan)}
         compiled = self._compile(list(todo.values()))
         return [self._apply_plan(plan, compiled) for plan in plans]
 
@@ -282,6 +282,18 @@ class ZoneIndex:
             if p.destination is not None:
                 specs.append(self._spec(None, p.destination, margin, 1))
         return _Plan(idx, tuple(zones), tuple(permits), specs, old)
+
+    @staticmethod
+    def _to_compile(plan: _Plan) -> list[_Spec]:
+        """Specs without a row to reuse: new shapes, and repeats of a shape (two permits to the
+        same destination) beyond the one old row each key has."""
+        seen: dict[bytes, int] = {}
+        out = []
+        for spec in plan.specs:
+            seen[spec.key] = seen.get(spec.key, 0) + 1
+            if spec.key not in plan.old or seen[spec.key] > 1:
+                out.append(spec)
+        return out
 
     def _spec(self, zone: Zone | None, geometry: BaseGeometry, margin: float, sign: int) -> _Spec:
         band = self.max_accuracy_m + margin
