@@ -35,7 +35,7 @@ the caller saves the state with the alert (see `Fence.ended_at`).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -43,11 +43,13 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from geofence.engine import IN_FORCE, NO_ZONE, VIOLATION, Evaluation, evaluate
+from geofence.engine import COMPLIANT, IN_FORCE, NO_ZONE, VIOLATION, Evaluation, evaluate
 from geofence.grid import GridOptions
 from geofence.index import ZoneIndex
+from geofence.machine import Counters, Events, advance
 from geofence.policy import Permit, PolicyTable, Supervisee
 from geofence.schedule import DEFAULT_TZ, changes_between, next_change_ms
+from geofence.table import StateTable
 from geofence.transitions import (
     ALERT_TYPES,
     NEVER,
@@ -100,17 +102,22 @@ class Fence:
         self.tz = tz
         self._supervisees: dict[str, Supervisee] = {}
         self._metas: dict[int, tuple[ZoneMeta, ...]] = {}
-        self._states: dict[str, State] = {}
         self._permits: dict[str, tuple[Permit, ...]] = {}
-        # numpy mirrors, per supervisee index
-        self._decided = np.full(16, NEVER, dtype=np.int64)  # late watermark
-        self._clock = np.full(16, NEVER, dtype=np.int64)  # time applied up to
-        self._end = np.full(16, NO_END, dtype=np.int64)  # end of the sentence
-        self._busy = np.zeros(16, dtype=bool)  # state has a run, a condition or a permit end
-        self._regime = np.full((1, 16), UNKNOWN_REGIME, dtype=np.uint8)  # per slot
-        self._boundary = np.full(16, NO_BOUNDARY, dtype=np.int64)  # next boundary to apply
+        self._table = StateTable()  # decision states, as numpy columns
+        # per supervisee index: end of the sentence, next boundary to apply, number of zones,
+        # whether any zone has a schedule or any permit exists (boundaries other than the end)
+        self._end = np.full(16, NO_END, dtype=np.int64)
+        self._boundary = np.full(16, NO_BOUNDARY, dtype=np.int64)
+        self._nzones = np.zeros(16, dtype=np.intp)
+        self._timed = np.zeros(16, dtype=bool)
+        # per (slot, index): the zone's rule, for the vectorised counters
+        self._fp = np.zeros((1, 16), dtype=np.int64)
+        self._confirm = np.ones((1, 16), dtype=np.int64)
+        self._exclusion = np.zeros((1, 16), dtype=bool)
+        self._scheduled = np.zeros((1, 16), dtype=bool)
         self._pending: set[int] = set()  # zones may have changed: re-decide at the next tick
-        self._changed: set[str] = set()
+        self._changed: set[int] = set()
+        self.vectorised = True  # False: every busy supervisee through `step` (the reference)
 
     # ---- registry ------------------------------------------------------------------------
     def load(
@@ -148,7 +155,8 @@ class Fence:
         Conditions of removed zones end now; new or changed zones are decided against the last
         fix at the next `tick`.
         """
-        state = self._states.get(supervisee.id, State())
+        known = supervisee.id in self.index
+        state = self._get(self.index.index_of(supervisee.id)) if known else State()
         keep = {z.id for z in zones}
         old = {m.zone_id: m for m in self._metas.get(self.index.index_of(supervisee.id), ())} \
             if supervisee.id in self.index else {}  # fmt: skip
@@ -162,17 +170,17 @@ class Fence:
             return []
         idx = self.index.index_of(supervisee_id)
         metas = {m.zone_id: m for m in self._metas.pop(idx, ())}
-        _, out = close_removed(
-            self._states.pop(supervisee_id, State()), supervisee_id, set(), now_ms, metas
-        )
+        state = self._table.get(idx, tuple(metas))
+        _, out = close_removed(state, supervisee_id, set(), now_ms, metas)
+        self._table.clear(idx)
+        self._changed.discard(idx)
+        self._nzones[idx], self._timed[idx] = 0, False
         self.index.remove_supervisee(supervisee_id)
         self._supervisees.pop(supervisee_id, None)
         self._permits.pop(supervisee_id, None)
         self._pending.discard(idx)
         self._boundary[idx] = NO_BOUNDARY
-        self._decided[idx] = self._clock[idx] = NEVER
         self._end[idx] = NO_END
-        self._regime[:, idx] = UNKNOWN_REGIME
         return out
 
     def ended_at(self, supervisee_id: str) -> int | None:
@@ -189,9 +197,16 @@ class Fence:
         self._grow(idx)
         self._supervisees[s.id] = s
         self._permits[s.id] = tuple(permits)
-        self._metas[idx] = tuple(self._meta(s, z, now_ms) for z in zones)
+        metas = self._metas[idx] = tuple(self._meta(s, z, now_ms) for z in zones)
         self._end[idx] = _end_ms(s.sentence_end, self.tz)
-        self._store(idx, s.id, state or State())
+        self._nzones[idx] = len(metas)
+        self._timed[idx] = bool(permits) or any(m.scheduled for m in metas)
+        self._fp[:, idx], self._confirm[:, idx] = 0, 1
+        self._exclusion[:, idx] = self._scheduled[:, idx] = False
+        for j, m in enumerate(metas):
+            self._fp[j, idx], self._confirm[j, idx] = m.fingerprint, m.confirm_fixes
+            self._exclusion[j, idx], self._scheduled[j, idx] = m.kind == "exclusion", m.scheduled
+        self._store(idx, state or State())
         self._pending.add(idx)  # the next tick re-decides its last fix if zones changed
 
     def _meta(self, s: Supervisee, z: Zone, now_ms: int | None) -> ZoneMeta:
@@ -206,39 +221,47 @@ class Fence:
         )  # fmt: skip
 
     def _grow(self, idx: int) -> None:
-        k = self.index.max_slots
-        if k > self._regime.shape[0]:
-            extra = np.full(
-                (k - self._regime.shape[0], self._regime.shape[1]), UNKNOWN_REGIME, np.uint8
-            )
-            self._regime = np.vstack([self._regime, extra])
-        while idx >= len(self._decided):
-            n = len(self._decided)
-            self._decided = np.r_[self._decided, np.full(n, NEVER)]
-            self._clock = np.r_[self._clock, np.full(n, NEVER)]
+        k, cap = self.index.max_slots, len(self._end)
+        while idx >= cap:
+            cap *= 2
+        self._table.grow(k, cap)
+        if cap > len(self._end):
+            n = cap - len(self._end)
             self._end = np.r_[self._end, np.full(n, NO_END)]
-            self._busy = np.r_[self._busy, np.zeros(n, bool)]
             self._boundary = np.r_[self._boundary, np.full(n, NO_BOUNDARY)]
-            self._regime = np.hstack(
-                [self._regime, np.full((self._regime.shape[0], n), UNKNOWN_REGIME, np.uint8)]
-            )
+            self._nzones = np.r_[self._nzones, np.zeros(n, np.intp)]
+            self._timed = np.r_[self._timed, np.zeros(n, bool)]
+        for name, fill in (
+            ("_fp", 0),
+            ("_confirm", 1),
+            ("_exclusion", False),
+            ("_scheduled", False),
+        ):
+            old = getattr(self, name)
+            if old.shape[0] < k or old.shape[1] < cap:
+                new = np.full((max(k, old.shape[0]), max(cap, old.shape[1])), fill, dtype=old.dtype)
+                new[: old.shape[0], : old.shape[1]] = old
+                setattr(self, name, new)
 
-    def _store(self, idx: int, sid: str, state: State) -> None:
-        """Keep a state and its numpy mirrors (watermark, clock, busy flag, regimes by slot,
-        next boundary)."""
-        self._states[sid] = state
-        self._changed.add(sid)
-        self._decided[idx] = state.decided_ms
-        self._clock[idx] = state.clock_ms
-        zs = dict(state.zones)
-        metas = self._metas.get(idx, ())
-        self._busy[idx] = any(not z.quiet for z in zs.values())
-        self._regime[:, idx] = UNKNOWN_REGIME
-        for j, m in enumerate(metas):
-            z = zs.get(m.zone_id)
-            if z is not None and z.fingerprint == m.fingerprint:
-                self._regime[j, idx] = z.regime
+    def _zone_ids(self, idx: int) -> tuple[str, ...]:
+        return tuple(m.zone_id for m in self._metas.get(idx, ()))
+
+    def _get(self, idx: int) -> State:
+        """The decision state of supervisee index `idx`."""
+        return self._table.get(idx, self._zone_ids(idx))
+
+    def _store(self, idx: int, state: State) -> None:
+        """Keep a state (and the supervisee's next boundary)."""
+        self._table.put(idx, self._zone_ids(idx), state)
+        self._changed.add(idx)
         self._boundary[idx] = self._next_boundary(idx, state)
+
+    def _stored_regime(self, group: NDArray[np.intp]) -> NDArray[np.uint8]:
+        """(slots, groups): each zone's stored regime, UNKNOWN where none or its shape changed."""
+        t = self._table
+        k = self.index.max_slots
+        same = t.present[:k, group] & (t.fp[:k, group] == self._fp[:k, group])
+        return np.where(same, t.regime[:k, group], UNKNOWN_REGIME).astype(np.uint8)
 
     def _next_boundary(self, idx: int, state: State) -> int:
         """The first boundary after the state's watermark and clock: a window or permit edge
@@ -306,12 +329,13 @@ class Fence:
     # ---- decisions -----------------------------------------------------------------------
     @property
     def states(self) -> Mapping[str, State]:
-        """Current decision state of every supervisee (read-only view)."""
-        return self._states
+        """Current decision state of every supervisee (read-only view, built on access)."""
+        return _StatesView(self)
 
     def drain_changed(self) -> dict[str, bytes]:
         """Serialised states changed since the last call (to persist in one statement)."""
-        out = {sid: self._states[sid].to_bytes() for sid in self._changed if sid in self._states}
+        out = {self.index.id_of(i): self._get(i).to_bytes() for i in sorted(self._changed)
+               if self.index.has_index(i)}  # fmt: skip
         self._changed.clear()
         return out
 
@@ -321,14 +345,14 @@ class Fence:
     ) -> list[Transition]:  # fmt: skip
         """Decide a batch of fixes (any order; ids or indices). Late fixes, fixes at or after
         the end of the sentence and fixes of supervisees not in the fence decide nothing."""
-        batch = _fresh(self._indices(supervisees), ts, lon, lat, acc, self._decided)
+        batch = _fresh(self._indices(supervisees), ts, lon, lat, acc, self._table.decided)
         if batch is None:
             return []
         s, t, x, y, a = batch
         beyond = t >= self._end[s]
         ended: list[int] = []
         if beyond.any():
-            ended = np.unique(s[beyond & (self._clock[s] < self._end[s])]).tolist()
+            ended = np.unique(s[beyond & (self._table.clock[s] < self._end[s])]).tolist()
             s, t, x, y, a = s[~beyond], t[~beyond], x[~beyond], y[~beyond], a[~beyond]
         out = self._decide_sorted(s, t, x, y, a) if len(s) else []
         for g in ended:  # the end of the sentence was crossed: apply time up to it
@@ -342,10 +366,11 @@ class Fence:
         starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
         ends = np.r_[starts[1:], len(s)]
         group = s[starts]
-        clock = self._clock[group]
-        behind = (clock > self._decided[group]) & (t[starts] < clock)
+        clock, decided = self._table.clock[group], self._table.decided[group]
+        behind = (clock > decided) & (t[starts] < clock)
         # boundaries up to the last fix; a first batch lists them from its first fix
-        need = ~behind & ((self._boundary[group] <= t[ends - 1]) | (self._decided[group] == NEVER))
+        first = (decided == NEVER) & (self._timed[group] | (self._end[group] <= t[ends - 1]))
+        need = ~behind & ((self._boundary[group] <= t[ends - 1]) | first)
         if not (behind.any() or need.any()):
             ev = evaluate(self.index, s, t, x, y, a, grouped=True)
             return self._apply(ev, s, t, x, y, a, None)
@@ -359,7 +384,7 @@ class Fence:
         ]
         for g in np.flatnonzero(need):
             idx, c = int(group[g]), slice(starts[g], ends[g])
-            st = self._states[self.index.id_of(idx)]
+            st = self._get(idx)
             e = self._timeline(idx, st, Entries(t[c], x[c], y[c], a[c], np.zeros(0, bool)),
                                max(st.decided_ms, st.clock_ms), int(t[c][-1]))  # fmt: skip
             parts.append((np.full(len(e.ts), idx, np.intp), e.ts, e.lon, e.lat, e.acc, e.boundary))
@@ -386,13 +411,12 @@ class Fence:
         out: list[Transition] = []
         parts = []
         for i in indices:
-            sid = self.index.id_of(i)
-            st = self._states[sid]
+            st = self._get(i)
             now = until[i]
             if st.last is None:
                 end = int(self._end[i])
                 if st.clock_ms < end <= now:
-                    out += self._commit(i, sid, st, replace(st, clock_ms=end), [])
+                    out += self._commit(i, self.index.id_of(i), st, replace(st, clock_ms=end), [])
                 continue
             extra = now if changed and i in changed and self._zones_changed(i, st) else None
             e = self._timeline(i, st, None, max(st.decided_ms, st.clock_ms), now, extra)
@@ -423,33 +447,125 @@ class Fence:
         lat: NDArray[np.float64], acc: NDArray[np.float64], bnd: NDArray[np.bool_] | None,
     ) -> list[Transition]:  # fmt: skip
         """Entries grouped by supervisee (each group in decision order): quiet groups advance
-        in bulk, the others go through the state machine."""
+        in bulk; groups whose zones keep their regime through the batch run the vectorised
+        counters (`geofence.machine`); the others (a boundary, a regime or zone change) go
+        through `step` one by one."""
         starts = np.flatnonzero(np.r_[True, sidx[1:] != sidx[:-1]])
         ends = np.r_[starts[1:], len(sidx)]
         group = sidx[starts]
         _end_of_sentence(ev, ts >= self._end[sidx])
-        flags = _violations(ev) | self._flips(ev, sidx, starts)
+        stored = self._stored_regime(group)
+        flips = self._flips(ev, sidx, starts, stored)
+        flags = _violations(ev) | flips
         if bnd is not None:
             flags |= bnd
-        busy = self._busy[group] | _groups_any(flags, starts)
+        t = self._table
+        k = ev.code.shape[0]
+        held = (t.viol[:k, group] > 0) | t.open[:k, group] | t.overrun[:k, group]
+        busy = (held & t.present[:k, group]).any(axis=0) | _groups_any(flags, starts)
         quiet = np.flatnonzero(~busy)
         self._advance_quiet(group[quiet], ends[quiet] - 1, ts, lon, lat, acc)
-        out: list[Transition] = []
-        for g in np.flatnonzero(busy):
+        steady = busy & self.vectorised & ~_groups_any(flips, starts, skip_first=True)
+        if bnd is not None:
+            steady &= ~_groups_any(bnd, starts)
+        steady &= self._fresh_or_same(ev, starts, group, stored)
+        out: dict[int, list[Transition]] = {}
+        if steady.any():
+            out.update(
+                self._counters(ev, sidx, ts, lon, lat, acc, starts, ends, np.flatnonzero(steady))
+            )
+        for g in np.flatnonzero(busy & ~steady):
             c = slice(starts[g], ends[g])
-            out.extend(self._step(int(group[g]), c, ev, ts, lon, lat, acc, bnd))
-        return self._exact(out)
+            out[int(g)] = self._step(int(group[g]), c, ev, ts, lon, lat, acc, bnd)
+        return self._exact([tr for g in sorted(out) for tr in out[g]])
 
     def _flips(
-        self, ev: Evaluation, sidx: NDArray[np.intp], starts: NDArray[np.intp]
-    ) -> NDArray[np.bool_]:
+        self, ev: Evaluation, sidx: NDArray[np.intp], starts: NDArray[np.intp],
+        stored: NDArray[np.uint8],
+    ) -> NDArray[np.bool_]:  # fmt: skip
         """Per fix: a zone's regime differs from the previous fix of the same supervisee (or
         from the stored regime for the first fix of each supervisee). Slots past a
         supervisee's last zone (NO_ZONE) never flip: their stored regime is "unknown"."""
         prev = np.empty_like(ev.regime)
         prev[:, 1:] = ev.regime[:, :-1]
-        prev[:, starts] = self._regime[: ev.regime.shape[0], sidx[starts]]
+        prev[:, starts] = stored
         return ((ev.regime != prev) & (ev.code != NO_ZONE)).any(axis=0)
+
+    def _fresh_or_same(
+        self, ev: Evaluation, starts: NDArray[np.intp], group: NDArray[np.intp],
+        stored: NDArray[np.uint8],
+    ) -> NDArray[np.bool_]:  # fmt: skip
+        """Per group: each zone either has no state yet or its stored regime (same shape) is
+        the batch's first regime: the vectorised counters need no regime change."""
+        t = self._table
+        k = ev.code.shape[0]
+        first = ev.regime[:, starts]
+        ok = ~t.present[:k, group] | (stored == first) | (ev.code[:, starts] == NO_ZONE)
+        return np.asarray(ok.all(axis=0))
+
+    def _counters(
+        self, ev: Evaluation, sidx: NDArray[np.intp], ts: NDArray[np.int64],
+        lon: NDArray[np.float64], lat: NDArray[np.float64], acc: NDArray[np.float64],
+        starts: NDArray[np.intp], ends: NDArray[np.intp], gs: NDArray[np.intp],
+    ) -> dict[int, list[Transition]]:  # fmt: skip
+        """The vectorised state machine for groups `gs` (positions among the batch's groups)
+        whose zones keep one regime through the batch; writes their states in bulk."""
+        t, k, n_g = self._table, ev.code.shape[0], len(gs)
+        idx = sidx[starts[gs]]
+        lens = ends[gs] - starts[gs]
+        pos = np.full(len(sidx), -1, dtype=np.intp)
+        pos[_ranges(starts[gs], lens)] = np.repeat(np.arange(n_g), lens)
+        regime = ev.regime[:, starts[gs]]  # (k, n_g): constant through each group
+        has = np.arange(k)[:, None] < self._nzones[idx][None, :]
+        present = t.present[:k, idx] & has
+        c0 = Counters(*(np.where(present, getattr(t, f)[:k, idx], 0).ravel() for f in
+                        ("viol", "ok", "run_since", "open", "open_since", "open_type", "overrun")))  # fmt: skip
+        definite = (pos >= 0) & ((ev.code == VIOLATION) | (ev.code == COMPLIANT))
+        definite &= (ev.regime & IN_FORCE) > 0
+        slot, fix = np.nonzero(definite)
+        pair = slot * n_g + pos[fix]  # slot-major: sorted by pair, then by fix
+        c, events = advance(c0, self._confirm[:k, idx].ravel(), self._exclusion[:k, idx].ravel(),
+                            self._scheduled[:k, idx].ravel(), pair, ev.code[slot, fix] == VIOLATION,
+                            ts[fix])  # fmt: skip
+        cols = np.nonzero(has)
+        at = (cols[0], idx[cols[1]])
+        flat = cols[0] * n_g + cols[1]
+        t.present[at], t.fp[at], t.regime[at] = True, self._fp[:k, idx][cols], regime[cols]
+        for f in ("viol", "ok", "run_since", "open", "open_since", "open_type", "overrun"):
+            getattr(t, f)[at] = getattr(c, f)[flat]
+        was_new = t.decided[idx] == NEVER
+        self._advance_rows(idx, ends[gs] - 1, ts, lon, lat, acc)
+        for i in idx[was_new & self._timed[idx]].tolist():
+            self._boundary[i] = self._next_boundary(i, self._get(i))
+        return self._events(ev, events, slot, fix, gs, idx, n_g, ts, lon, lat, acc)
+
+    def _events(
+        self, ev: Evaluation, events: Events, slot: NDArray[np.intp], fix: NDArray[np.intp],
+        gs: NDArray[np.intp], idx: NDArray[np.intp], n_g: int, ts: NDArray[np.int64],
+        lon: NDArray[np.float64], lat: NDArray[np.float64], acc: NDArray[np.float64],
+    ) -> dict[int, list[Transition]]:  # fmt: skip
+        """Transitions of the vectorised counters, per group in (ts, slot) order."""
+        out: dict[int, list[Transition]] = {}
+        if not len(events.pair):
+            return out
+        j_all, g_all = np.divmod(events.pair, n_g)
+        i_all = fix[events.fix]
+        order = np.lexsort((j_all, ts[i_all], g_all))
+        for e in order.tolist():
+            j, g, i = int(j_all[e]), int(g_all[e]), int(i_all[e])
+            sup = int(idx[g])
+            meta = self._metas[sup][j]
+            sign = 1.0 if meta.kind == "inclusion" else -1.0
+            out.setdefault(int(gs[g]), []).append(Transition(
+                supervisee_id=self.index.id_of(sup), zone_id=meta.zone_id,
+                alert_type=ALERT_TYPES[int(events.alert_type[e])], active=bool(events.active[e]),
+                ts_ms=int(ts[i]), lon=float(lon[i]), lat=float(lat[i]),
+                distance_m=float(ev.dist_m[j, i]) * sign, acc_m=float(acc[i]),
+                margin_m=meta.margin_m, count=int(events.count[e]), since_ms=int(events.since[e]),
+                escalate_after_s=meta.escalate_after_s, purpose=meta.purpose, kind=meta.kind,
+                reason="confirmed" if events.active[e] else "compliant",
+            ))  # fmt: skip
+        return out
 
     def _advance_quiet(
         self, group: NDArray[np.intp], last: NDArray[np.intp], ts: NDArray[np.int64],
@@ -457,15 +573,21 @@ class Fence:
     ) -> None:  # fmt: skip
         """Quiet groups (no boundary among them, none behind the clock): the watermark, the
         last fix and the clock move to the last fix."""
-        self._decided[group] = ts[last]
-        self._clock[group] = np.maximum(self._clock[group], ts[last])
-        for g, i in zip(group.tolist(), last.tolist(), strict=True):
-            sid = self.index.id_of(g)
-            st = self._states[sid]
-            t = int(ts[i])
-            self._states[sid] = replace(st, decided_ms=t, clock_ms=max(st.clock_ms, t), base=None,
-                                        last=LastFix(t, float(lon[i]), float(lat[i]), float(acc[i])))  # fmt: skip
-            self._changed.add(sid)
+        self._advance_rows(group, last, ts, lon, lat, acc)  # zones: unchanged (no flip)
+
+    def _advance_rows(
+        self, group: NDArray[np.intp], last: NDArray[np.intp], ts: NDArray[np.int64],
+        lon: NDArray[np.float64], lat: NDArray[np.float64], acc: NDArray[np.float64],
+    ) -> None:  # fmt: skip
+        t = self._table
+        at = ts[last]
+        t.decided[group], t.clock[group] = at, np.maximum(t.clock[group], at)
+        t.has_last[group], t.last_ts[group] = True, at
+        t.last_lon[group], t.last_lat[group], t.last_acc[group] = lon[last], lat[last], acc[last]
+        if t.base:
+            for i in group.tolist():
+                t.base.pop(i, None)
+        self._changed.update(group.tolist())
 
     def _decisions(
         self, g: int, c: slice, ev: Evaluation, ts: NDArray[np.int64], lon: NDArray[np.float64],
@@ -482,7 +604,7 @@ class Fence:
         lat: NDArray[np.float64], acc: NDArray[np.float64], bnd: NDArray[np.bool_] | None,
     ) -> list[Transition]:  # fmt: skip
         d = self._decisions(g, c, ev, ts, lon, lat, acc, bnd)
-        old = self._states[d.supervisee_id]
+        old = self._get(g)
         new, out = step(old, d)
         return self._commit(g, d.supervisee_id, old, new, out)
 
@@ -490,7 +612,7 @@ class Fence:
         self, g: int, sid: str, old: State, new: State, out: list[Transition]
     ) -> list[Transition]:
         """Store a new state; add the end-of-monitoring marker when its clock crossed it."""
-        self._store(g, sid, new)
+        self._store(g, new)
         end = int(self._end[g])
         if old.clock_ms < end <= new.clock_ms:
             out = [*out, self._ended_marker(sid, new, end)]
@@ -511,7 +633,7 @@ class Fence:
         states right after the last decided fix (the base), fixes and boundaries in ts order;
         emit what the ticks did not already emit, and correct what they told otherwise."""
         sid = self.index.id_of(g)
-        st = self._states[sid]
+        st = self._get(g)
         base = State(st.decided_ms, st.last, st.base if st.base is not None else st.zones,
                      st.decided_ms, None)  # fmt: skip
         _, told = self._run(g, base, self._timeline(g, base, None, st.decided_ms, st.clock_ms))
@@ -655,8 +777,36 @@ def _violations(ev: Evaluation) -> NDArray[np.bool_]:
     return ((ev.code == VIOLATION) & ((ev.regime & IN_FORCE) > 0)).any(axis=0)
 
 
-def _groups_any(flags: NDArray[np.bool_], starts: NDArray[np.intp]) -> NDArray[np.bool_]:
+def _groups_any(
+    flags: NDArray[np.bool_], starts: NDArray[np.intp], skip_first: bool = False
+) -> NDArray[np.bool_]:
+    """Per group: any flag among its entries (but its first, with `skip_first`)."""
+    if skip_first:
+        flags = flags.copy()
+        flags[starts] = False
     return np.add.reduceat(flags.astype(np.int64), starts) > 0
+
+
+def _ranges(starts: NDArray[np.intp], lengths: NDArray[np.intp]) -> NDArray[np.intp]:
+    """Concatenation of arange(start, start + length) for each pair."""
+    first = np.cumsum(lengths) - lengths
+    return np.repeat(starts - first, lengths) + np.arange(int(lengths.sum()))
+
+
+class _StatesView(Mapping[str, State]):
+    """`Fence.states`: decision states by supervisee id, built from the table on access."""
+
+    def __init__(self, fence: Fence) -> None:
+        self._fence = fence
+
+    def __getitem__(self, sid: str) -> State:
+        return self._fence._get(self._fence.index.index_of(sid))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fence.index.supervisee_ids)
+
+    def __len__(self) -> int:
+        return len(self._fence.index.supervisee_ids)
 
 
 def _order(sidx: NDArray[np.intp], ts: NDArray[np.int64]) -> NDArray[np.intp]:

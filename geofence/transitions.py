@@ -423,7 +423,7 @@ def _compliant(
     z = replace(z, viol=0, overrun=False)
     if not z.open:
         return z
-    need = meta.confirm_fixes - z.ok
+    need = max(meta.confirm_fixes - z.ok, 1)  # ok may exceed a lowered confirm_fixes
     if len(pos) < need:
         return replace(z, ok=z.ok + len(pos))
     i = int(pos[need - 1])
