@@ -25,7 +25,6 @@ from geofence.grid import (
     anchor_offsets,
     compile_circle,
     compile_polygons,
-    edges_from,
 )
 from geofence.policy import Permit
 from geofence.schedule import DEFAULT_TZ, Window, week_mask
@@ -143,6 +142,7 @@ class ZoneIndex:
         self.circle = np.full((cap, 3), np.nan)
         self.sched = np.full(cap, -1, dtype=np.intp)
         self._rows: list[_Row | None] = [None] * cap
+        self._frames: dict[int, tuple[float, float, float, float, BaseGeometry]] = {}
         self._free_rows = list(range(cap - 1, -1, -1))
 
     def _row_arrays(self) -> tuple[NDArray, ...]:
@@ -204,6 +204,7 @@ class ZoneIndex:
                         (self.spans, row.n_near), (self.vertices, row.n_vert)):  # fmt: skip
             slab.release(n)
         self._rows[r] = None
+        self._frames.pop(r, None)
         self.sched[r] = -1
         self._free_rows.append(r)
 
@@ -263,7 +264,7 @@ class ZoneIndex:
         """`set_supervisee` for many at once: every shape to compile is compiled in one
         vectorised pass (much faster when loading a whole registry)."""
         plans = [self._plan(sid, zones, permits) for sid, zones, permits in items]
-        todo = {spec.key: spec for plan in plans for spec in plan.specs if spec.key not in plan.old}
+        todo = {spec.key: spec for plan in plans for spec in self._to_compile(plan)}
         compiled = self._compile(list(todo.values()))
         return [self._apply_plan(plan, compiled) for plan in plans]
 
@@ -282,6 +283,18 @@ class ZoneIndex:
             if p.destination is not None:
                 specs.append(self._spec(None, p.destination, margin, 1))
         return _Plan(idx, tuple(zones), tuple(permits), specs, old)
+
+    @staticmethod
+    def _to_compile(plan: _Plan) -> list[_Spec]:
+        """Specs without a row to reuse: new shapes, and repeats of a shape (two permits to the
+        same destination) beyond the one old row each key has."""
+        seen: dict[bytes, int] = {}
+        out = []
+        for spec in plan.specs:
+            seen[spec.key] = seen.get(spec.key, 0) + 1
+            if spec.key not in plan.old or seen[spec.key] > 1:
+                out.append(spec)
+        return out
 
     def _spec(self, zone: Zone | None, geometry: BaseGeometry, margin: float, sign: int) -> _Spec:
         band = self.max_accuracy_m + margin
@@ -579,36 +592,44 @@ class ZoneIndex:
         return dist, done
 
     def _far_distances(self, rows: IntArray, lon: FloatArray, lat: FloatArray) -> FloatArray:
-        """Metres from points to their zones' boundaries at any distance: for each zone, the
-        nearest points of all its edges in affine frames (at the point, then at the
-        mid-latitude), the near-best candidates measured together by Vincenty."""
+        """Metres from points to their zones' boundaries at any distance. Polygons: GEOS finds
+        the nearest boundary point in the zone's metric frame (cached per zone), Vincenty
+        measures the geodesic to it (a slightly distorted frame moves the nearest point, so
+        the distance, stationary there, only to second order)."""
         out = np.empty(len(rows))
-        owner, px, py = [], [], []
-        for r in np.unique(rows):
-            sel = np.flatnonzero(rows == r)
-            c = self.circle[r]
-            if not np.isnan(c[2]):
-                out[sel] = np.abs(vincenty(lon[sel], lat[sel], c[0], c[1]) - c[2])
-                continue
-            e = self._edges(int(r))
-            for i in sel:
-                x, y = _candidates(e, float(lon[i]), float(lat[i]))
-                owner.append(np.full(len(x), i))
-                px.append(x)
-                py.append(y)
-        if owner:
-            who = np.concatenate(owner)
-            d = vincenty(lon[who], lat[who], np.concatenate(px), np.concatenate(py))
-            best = np.full(len(rows), np.inf)
-            np.minimum.at(best, who, d)
-            out[np.unique(who)] = best[np.unique(who)]
+        c = np.take(self.circle, rows, axis=0)
+        circ = ~np.isnan(c[:, 2])
+        if circ.any():
+            out[circ] = np.abs(vincenty(lon[circ], lat[circ], c[circ, 0], c[circ, 1]) - c[circ, 2])
+        poly = np.flatnonzero(~circ)
+        if not len(poly):
+            return out
+        frames = [self._metric_frame(int(r)) for r in rows[poly]]
+        lon0, lat0, kx, ky = (np.array([f[i] for f in frames]) for i in range(4))
+        pts = shapely.points((lon[poly] - lon0) * kx, (lat[poly] - lat0) * ky)
+        lines = shapely.shortest_line(np.array([f[4] for f in frames], dtype=object), pts)
+        q = shapely.get_coordinates(lines).reshape(-1, 2, 2)[:, 0]
+        out[poly] = vincenty(lon[poly], lat[poly], q[:, 0] / kx + lon0, q[:, 1] / ky + lat0)
         return out
 
-    def _edges(self, r: int) -> FloatArray:
+    def _metric_frame(self, r: int) -> tuple[float, float, float, float, BaseGeometry]:
+        """The zone's boundary in metres east / north of its bounding box's centre (cached)."""
+        got = self._frames.get(r)
+        if got is not None:
+            return got
         row = self._rows[r]
         assert row is not None
-        e = edges_from(self.vertices.data[row.vert_off : row.vert_off + row.n_vert])
-        return e[np.isfinite(e).all(axis=1)]
+        v = self.vertices.data[row.vert_off : row.vert_off + row.n_vert]
+        ok = np.isfinite(v).all(axis=1)
+        ring, pts = np.cumsum(~ok)[ok], v[ok]
+        lon0 = float(pts[:, 0].min() + pts[:, 0].max()) / 2
+        lat0 = float(pts[:, 1].min() + pts[:, 1].max()) / 2
+        kx, ky = (float(k) for k in metres_per_degree(lat0))
+        xy = np.column_stack([(pts[:, 0] - lon0) * kx, (pts[:, 1] - lat0) * ky])
+        boundary = shapely.multilinestrings(shapely.linestrings(xy, indices=ring))
+        shapely.prepare(boundary)
+        self._frames[r] = (lon0, lat0, kx, ky, boundary)
+        return self._frames[r]
 
 
 def _edge_distances2(x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -627,25 +648,3 @@ def _edge_distances2(x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArr
     d2 = px * px
     d2 += py * py
     return dx, dy, d2
-
-
-def _candidates(e: FloatArray, lon: float, lat: float) -> tuple[FloatArray, FloatArray]:
-    """Nearest points of the edges that may be the closest to (lon, lat) on the ellipsoid."""
-    px, py, d = _nearest_points(e, lon, lat, lat)
-    mid = (lat + py[np.argmin(d)]) / 2
-    px, py, d = _nearest_points(e, lon, lat, mid)
-    pick = d <= d.min() * 1.02 + 1.0
-    return px[pick], py[pick]
-
-
-def _nearest_points(
-    e: FloatArray, lon: float, lat: float, frame_lat: float
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Nearest point of each edge to (lon, lat), in the affine frame tangent at `frame_lat`."""
-    kx, ky = (float(v) for v in metres_per_degree(frame_lat))
-    ax, ay = (e[:, 0] - lon) * kx, (e[:, 1] - lat) * ky
-    dx, dy = (e[:, 2] - e[:, 0]) * kx, (e[:, 3] - e[:, 1]) * ky
-    l2 = dx * dx + dy * dy
-    t = np.clip(-(ax * dx + ay * dy) / np.where(l2 > 0, l2, 1.0), 0.0, 1.0)
-    px, py = e[:, 0] + t * (e[:, 2] - e[:, 0]), e[:, 1] + t * (e[:, 3] - e[:, 1])
-    return px, py, np.hypot(ax + t * dx, ay + t * dy)

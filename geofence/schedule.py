@@ -147,3 +147,26 @@ def next_change_ms(mask: NDArray[np.bool_], after_ms: int, tz: str = DEFAULT_TZ)
     ahead = (changes - minute) % MINUTES_PER_WEEK
     ahead[ahead == 0] = MINUTES_PER_WEEK
     return int(minute_start_ms + int(ahead.min()) * MS_PER_MINUTE)
+
+
+MS_PER_WEEK = MINUTES_PER_WEEK * MS_PER_MINUTE
+
+
+def changes_between(
+    mask: NDArray[np.bool_], after_ms: int, until_ms: int, tz: str = DEFAULT_TZ
+) -> NDArray[np.int64]:
+    """Every instant in (`after_ms`, `until_ms`] at which the mask's value changes, ascending.
+
+    Uses the UTC offset in force at `after_ms`, like `next_change_ms` (exact for
+    Asia/Ho_Chi_Minh, which has no DST)."""
+    changes = np.flatnonzero(mask != np.roll(mask, 1)).astype(np.int64)
+    if changes.size == 0 or until_ms <= after_ms:
+        return np.zeros(0, dtype=np.int64)
+    offset = _offset_ms(after_ms, tz)
+    local = after_ms + offset
+    # UTC instant of the Monday 00:00 local that starts the week holding `after_ms`
+    week0 = local - ((local // MS_PER_MINUTE + _EPOCH_MOW) % MINUTES_PER_WEEK) * MS_PER_MINUTE
+    week0 -= local % MS_PER_MINUTE + offset
+    weeks = np.arange((until_ms - week0) // MS_PER_WEEK + 1, dtype=np.int64)
+    at = (week0 + weeks[:, None] * MS_PER_WEEK + changes[None, :] * MS_PER_MINUTE).ravel()
+    return at[(at > after_ms) & (at <= until_ms)]

@@ -1,21 +1,33 @@
 """Decision state and the pure transition function `step(state, decisions) -> (state, transitions)`.
 
-Rules (contract §2, §3):
-- fixes are decided in `ts` order; a fix not newer than the latest decided instant is late: it is
-  stored elsewhere and decides nothing;
+Rules (contract §1, §2, §3):
+- a supervisee's fixes are decided in `ts` order whenever they arrive; only a fix not newer than
+  the last *decided fix* (`State.decided_ms`, the late watermark) is late: it is stored elsewhere
+  and decides nothing. The passage of time never moves the watermark;
 - per zone, `confirm_fixes` consecutive definite violations open a condition and as many
   consecutive definitely compliant fixes end it; uncertain and ignored fixes change nothing;
 - a zone's regime is whether it is in force (schedule, permits) and whether a permit lifts or
   extends it, plus a fingerprint of its shape. When the regime changes the run counters restart
   (the next fix is the first of a new run); a condition still open when its zone goes out of
-  force ends. A tick re-decides the last fix at a boundary (a window or permit starts or ends,
-  start-up, zones changed) for the zones whose regime changed, and only for those, so someone
-  already out when the curfew starts is counted at once and nothing is counted twice;
+  force ends;
+- the passage of time is a *boundary entry* in the same ts-ordered sequence as the fixes: at
+  each instant B where a window or permit of the supervisee starts or ends (or the sentence
+  ends, or its zones changed) the last fix before B is re-decided at B for the zones whose regime
+  changed, and only for those, so someone already out when the curfew starts is counted at B and
+  nothing is counted twice. `State.clock_ms` is how far time has been applied: a boundary entry
+  not after it changes nothing;
 - an inclusion condition that opens while the person has stayed out since a permit lifting that
-  zone ended is a `permit_overrun`.
+  zone ended is a `permit_overrun`;
+- from the end of the sentence (`Decisions.end_ms`) no zone is in force: open conditions end
+  with reason `sentence_ended`.
 
-The state is small (tens of bytes per zone) and serialisable (`to_bytes` / `from_bytes`), so it
-is persisted and a restart fires nothing twice.
+When boundaries were applied after the last decided fix (`clock_ms > decided_ms`: a tick ran
+before the next fixes arrived), the state also keeps `base`, the zone states right after that
+fix. Fixes that then arrive with a `ts` before the clock are not late: the fence re-decides them
+from `base` (see `geofence.fence`), so a backlog is decided as a live service would have.
+
+The state is small (tens of bytes per zone, twice that while a `base` is kept) and serialisable
+(`to_bytes` / `from_bytes`), so it is persisted and a restart fires nothing twice.
 """
 
 from __future__ import annotations
@@ -53,7 +65,8 @@ class Transition:
     escalate_after_s: int  # from zone override or sentence policy
     purpose: str  # zone purpose; 'protection' means critical at once
     kind: str = "inclusion"  # zone kind
-    reason: str = "confirmed"  # 'confirmed' | 'compliant' | 'not_in_force' | 'zone_removed'
+    reason: str = "confirmed"  # 'confirmed' | 'compliant' | 'not_in_force' | 'zone_removed' |
+    # 'sentence_ended' | 'revised' (a backlog behind an applied boundary changed the outcome)
 
 
 @dataclass(frozen=True)
@@ -100,70 +113,128 @@ class LastFix:
     acc: float
 
 
+ZoneStates = tuple[tuple[str, ZoneState], ...]
+_ZONE = struct.Struct("<IBBHHqq")  # fingerprint, regime, flags, viol, ok, run_since, open_since
+_LAST = struct.Struct("<qddf")
+STATE_VERSION = 2
+
+
 @dataclass(frozen=True)
 class State:
-    """Decision state of one supervisee (one device at a time)."""
+    """Decision state of one supervisee (one device at a time).
 
-    decided_ms: int = NEVER  # fixes at or before this instant are late
+    `decided_ms`: ts of the last decided fix, the late watermark (fixes at or before it are
+    late). `clock_ms`: boundaries (window and permit edges, sentence end) at or before it have
+    been applied. `base`: the zone states right after the last decided fix, kept while
+    `clock_ms > decided_ms` (None otherwise, or unknown for a state read from version 1).
+    """
+
+    decided_ms: int = NEVER
     last: LastFix | None = None
-    zones: tuple[tuple[str, ZoneState], ...] = ()
+    zones: ZoneStates = ()
+    clock_ms: int = NEVER
+    base: ZoneStates | None = None
 
     def zone(self, zone_id: str) -> ZoneState | None:
         """The state of one zone, if any."""
         return dict(self.zones).get(zone_id)
 
+    @property
+    def ahead(self) -> bool:
+        """Time has been applied past the last decided fix (a later fix may be behind it)."""
+        return self.clock_ms > self.decided_ms
+
     def to_bytes(self) -> bytes:
-        """Compact binary form (version 1); ~40 bytes + ~28 per zone + its id."""
-        if len(self.zones) > 255:
+        """Compact binary form (version 2): 19 bytes + 28 for the last fix + ~27 per zone and
+        its id, the zones twice while a `base` is kept."""
+        if len(self.zones) > 255 or (self.base is not None and len(self.base) > 255):
             raise ValueError("geofence state: more than 255 zones")
-        head = struct.pack("<BBq", 1, len(self.zones), self.decided_ms)
-        last = (
-            b""
-            if self.last is None
-            else struct.pack("<qddf", self.last.ts, self.last.lon, self.last.lat, self.last.acc)
-        )
-        head = head[:1] + bytes([1 if self.last else 0]) + head[1:]
-        parts = [head, last]
-        for zid, z in self.zones:
-            key = zid.encode()
-            flags = z.open | z.overrun << 1 | z.open_type << 2
-            parts.append(bytes([len(key)]) + key)
-            parts.append(struct.pack("<IBBHHqq", z.fingerprint, z.regime, flags, min(z.viol, 65535),
-                                     min(z.ok, 65535), z.run_since, z.open_since))  # fmt: skip
+        flags = (self.last is not None) | (self.base is not None) << 1
+        parts = [struct.pack("<BBqq", STATE_VERSION, flags, self.decided_ms, self.clock_ms)]
+        if self.last is not None:
+            f = self.last
+            parts.append(_LAST.pack(f.ts, f.lon, f.lat, f.acc))
+        _pack_zones(parts, self.zones)
+        if self.base is not None:
+            _pack_zones(parts, self.base)
         return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> State:
-        """Inverse of `to_bytes`; ValueError on an unknown version or truncated data."""
-        if not data or data[0] != 1:
-            raise ValueError("geofence state: unknown version")
+        """Inverse of `to_bytes`; ValueError on an unknown version or truncated data.
+
+        Version 1 (before the clock existed) kept one instant that ticks advanced to the wall
+        clock: it becomes the clock, and the last fix's ts the watermark, so fixes that the
+        old rule skipped as late are decided and no boundary is applied twice. Its `base` is
+        unknown (None): fixes behind such a clock are re-decided from the current zone states.
+        """
         try:
-            has_last = data[1]
-            n, decided = struct.unpack_from("<Bq", data, 2)
-            pos = 11
-            last = None
-            if has_last:
-                ts, lon, lat, acc = struct.unpack_from("<qddf", data, pos)
-                last, pos = LastFix(ts, lon, lat, acc), pos + 28
-            zones = []
-            for _ in range(n):
-                klen = data[pos]
-                zid = data[pos + 1 : pos + 1 + klen].decode()
-                pos += 1 + klen
-                fp, regime, flags, viol, ok, run_since, open_since = struct.unpack_from(
-                    "<IBBHHqq", data, pos
-                )
-                pos += 26
-                zones.append((zid, ZoneState(fp, regime, viol, ok, run_since, bool(flags & 1),
-                                             open_since, flags >> 2, bool(flags & 2))))  # fmt: skip
+            if data and data[0] == 1:
+                return _from_v1(data)
+            if not data or data[0] != STATE_VERSION:
+                raise ValueError("geofence state: unknown version")
+            flags = data[1]
+            decided, clock = struct.unpack_from("<qq", data, 2)
+            pos, last = 18, None
+            if flags & 1:
+                last, pos = LastFix(*_LAST.unpack_from(data, pos)), pos + _LAST.size
+            zones, pos = _unpack_zones(data, pos)
+            base = None
+            if flags & 2:
+                base, pos = _unpack_zones(data, pos)
         except (struct.error, IndexError, UnicodeDecodeError) as exc:
             raise ValueError("geofence state: truncated or corrupt") from exc
-        return cls(decided, last, tuple(zones))
+        if pos != len(data):
+            raise ValueError("geofence state: trailing bytes")
+        return cls(decided, last, zones, clock, base)
+
+
+def _pack_zones(parts: list[bytes], zones: ZoneStates) -> None:
+    parts.append(bytes([len(zones)]))
+    for zid, z in zones:
+        key = zid.encode()
+        flags = z.open | z.overrun << 1 | z.open_type << 2
+        parts.append(bytes([len(key)]) + key)
+        parts.append(_ZONE.pack(z.fingerprint, z.regime, flags, min(z.viol, 65535),
+                                min(z.ok, 65535), z.run_since, z.open_since))  # fmt: skip
+
+
+def _unpack_zones(data: bytes, pos: int) -> tuple[ZoneStates, int]:
+    n, pos = data[pos], pos + 1
+    zones = []
+    for _ in range(n):
+        klen = data[pos]
+        if pos + 1 + klen > len(data):
+            raise IndexError("zone id")
+        zid = data[pos + 1 : pos + 1 + klen].decode()
+        pos += 1 + klen
+        fp, regime, flags, viol, ok, run_since, open_since = _ZONE.unpack_from(data, pos)
+        pos += _ZONE.size
+        zones.append((zid, ZoneState(fp, regime, viol, ok, run_since, bool(flags & 1),
+                                     open_since, flags >> 2, bool(flags & 2))))  # fmt: skip
+    return tuple(zones), pos
+
+
+def _from_v1(data: bytes) -> State:
+    """Version 1: version, has_last, n, decided (advanced by ticks), [last], zones."""
+    has_last = data[1]
+    n, decided = struct.unpack_from("<Bq", data, 2)
+    pos, last = 11, None
+    if has_last:
+        last, pos = LastFix(*_LAST.unpack_from(data, pos)), pos + _LAST.size
+    zones, pos = _unpack_zones(bytes([n]) + data[pos:], 0)
+    watermark = last.ts if last is not None else NEVER
+    return State(watermark, last, zones, max(decided, watermark), None)
+
+
+NO_END = 2**63 - 1  # no end of sentence
 
 
 @dataclass(frozen=True)
 class Decisions:
-    """Classified fixes of one supervisee in ts order (slot j = zones[j])."""
+    """Classified entries of one supervisee in ts order (slot j = zones[j]): fixes, and
+    boundary entries (the last fix re-decided at a boundary instant: only zones whose regime
+    changed act). A boundary entry sorts before a fix of the same ts."""
 
     supervisee_id: str
     zones: tuple[ZoneMeta, ...]
@@ -174,7 +245,17 @@ class Decisions:
     code: NDArray[np.int8]  # (k, n)
     dist_m: NDArray[np.float32]  # (k, n), positive outside the zone
     regime: NDArray[np.uint8]  # (k, n)
-    tick: bool = False  # a re-decision of the last fix at ts[0] (only changed regimes act)
+    tick: bool = False  # every entry is a boundary entry
+    boundary: NDArray[np.bool_] | None = None  # (n,) which entries are boundary entries
+    end_ms: int = NO_END  # end of the sentence: zones leaving force then end 'sentence_ended'
+
+    def boundaries(self) -> NDArray[np.bool_]:
+        """Per entry: a boundary entry (True) or a fix (False)."""
+        if self.tick:
+            return np.ones(len(self.ts), dtype=bool)
+        if self.boundary is None:
+            return np.zeros(len(self.ts), dtype=bool)
+        return self.boundary
 
 
 @dataclass
@@ -186,9 +267,9 @@ class _Run:
 
 
 def is_quiet(state: State, d: Decisions) -> bool:
-    """True when `d` can change nothing but the decided instant and the last fix: no run or
-    condition in progress, no violation in force, no regime change."""
-    if d.tick:
+    """True when `d` can change nothing but the decided instant and the last fix: fixes only,
+    no run or condition in progress, no violation in force, no regime change."""
+    if d.tick or (d.boundary is not None and d.boundary.any()):
         return False
     zs = dict(state.zones)
     for j, meta in enumerate(d.zones):
@@ -202,34 +283,61 @@ def is_quiet(state: State, d: Decisions) -> bool:
 
 
 def step(state: State, d: Decisions) -> tuple[State, list[Transition]]:
-    """Apply decisions to a state; return the new state and the transitions it caused."""
-    keep = np.ones(len(d.ts), dtype=bool) if d.tick else d.ts > state.decided_ms
+    """Apply decisions to a state; return the new state and the transitions it caused.
+
+    Fixes not after `state.decided_ms` and boundary entries not after `state.clock_ms` are
+    skipped. Entries are taken in the given order (the caller sorts them by ts)."""
+    bnd = d.boundaries()
+    keep = np.where(bnd, d.ts > state.clock_ms, d.ts > state.decided_ms)
     idx = np.flatnonzero(keep)
     if not len(idx):
         return state, []
+    fixes = idx[~bnd[idx]]
     if is_quiet(state, d):
-        return _advance(state, d, int(idx[-1])), []
+        return _advance(state, d, fixes, idx, state.zones, state.zones), []
     run = _Run(dict(state.zones))
+    cut = int(np.searchsorted(idx, fixes[-1], side="right")) if len(fixes) else 0
     for j, meta in enumerate(d.zones):
-        _decide_zone(run, d, meta, j, idx)
+        _decide_zone(run, d, bnd, meta, j, idx[:cut])
+    snapshot = dict(run.zones)
+    for j, meta in enumerate(d.zones):
+        _decide_zone(run, d, bnd, meta, j, idx[cut:])
     known = {m.zone_id for m in d.zones}
-    zones = tuple((zid, z) for zid, z in sorted(run.zones.items()) if zid in known)
-    new = _advance(replace(state, zones=zones), d, int(idx[-1]))
+    zones = _known(run.zones, known)
+    new = _advance(state, d, fixes, idx, zones, _known(snapshot, known) if len(fixes) else None)
     run.out.sort(key=lambda t: t.ts_ms)
     return new, run.out
 
 
-def _advance(state: State, d: Decisions, i: int) -> State:
-    ts = int(d.ts[i])
-    if d.tick:
-        return replace(state, decided_ms=max(state.decided_ms, ts))
-    return replace(
-        state, decided_ms=ts, last=LastFix(ts, float(d.lon[i]), float(d.lat[i]), float(d.acc[i]))
-    )
+def _known(zones: dict[str, ZoneState], known: set[str]) -> ZoneStates:
+    return tuple((zid, z) for zid, z in sorted(zones.items()) if zid in known)
 
 
-def _decide_zone(run: _Run, d: Decisions, meta: ZoneMeta, j: int, idx: NDArray[np.intp]) -> None:
-    """All fixes of one zone, segment by segment of constant regime."""
+def _advance(
+    state: State, d: Decisions, fixes: NDArray[np.intp], idx: NDArray[np.intp],
+    zones: ZoneStates, at_fix: ZoneStates | None,
+) -> State:  # fmt: skip
+    """The watermark and last fix move to the last fix decided; the clock to the last entry.
+    `at_fix`: the zone states right after the last fix (None: no fix among the entries)."""
+    clock = max(state.clock_ms, int(d.ts[idx[-1]]))
+    if len(fixes):
+        i = int(fixes[-1])
+        ts = int(d.ts[i])
+        last = LastFix(ts, float(d.lon[i]), float(d.lat[i]), float(d.acc[i]))
+        base = at_fix if clock > ts else None
+        return State(ts, last, zones, max(clock, ts), base)
+    base = state.base if state.ahead else state.zones
+    return replace(state, zones=zones, clock_ms=clock, base=base)
+
+
+def _decide_zone(
+    run: _Run, d: Decisions, bnd: NDArray[np.bool_], meta: ZoneMeta, j: int,
+    idx: NDArray[np.intp],
+) -> None:  # fmt: skip
+    """All entries of one zone, segment by segment of constant regime. A boundary entry acts
+    only where the zone's regime changes at it; fixes always count (when in force)."""
+    if not len(idx):
+        return
     z = run.zones.get(meta.zone_id, ZoneState(meta.fingerprint))
     reg = d.regime[j, idx].astype(np.int64)
     prev = np.empty_like(reg)
@@ -239,12 +347,16 @@ def _decide_zone(run: _Run, d: Decisions, meta: ZoneMeta, j: int, idx: NDArray[n
     bounds = np.concatenate(([0], cuts[cuts > 0], [len(idx)]))
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         regime = int(reg[a])
-        if regime != prev[a]:
-            z = _new_regime(run, d, meta, z, regime, int(idx[a]))
-        elif d.tick:
-            continue  # a tick re-decides only zones whose regime changed
+        seg = idx[a:b]
+        changed = regime != prev[a]
+        if changed:
+            z = _new_regime(run, d, meta, z, regime, int(seg[0]))
         if regime & IN_FORCE:
-            z = _count(run, d, meta, z, j, idx[a:b])
+            counted = seg[~bnd[seg]]
+            if changed and bnd[seg[0]]:
+                counted = np.concatenate((seg[:1], counted))
+            if len(counted):
+                z = _count(run, d, meta, z, j, counted)
     run.zones[meta.zone_id] = z
 
 
@@ -259,9 +371,8 @@ def _new_regime(
     z = replace(z, fingerprint=meta.fingerprint, regime=regime, viol=0, ok=0,
                 overrun=z.overrun or permit_ended)  # fmt: skip
     if z.open and not regime & IN_FORCE:
-        run.out.append(
-            _transition(d, meta, z, i, False, 0, z.open_since, "not_in_force", slot=None)
-        )
+        reason = "sentence_ended" if int(d.ts[i]) >= d.end_ms else "not_in_force"
+        run.out.append(_transition(d, meta, z, i, False, 0, z.open_since, reason, slot=None))
         z = replace(z, open=False)
     return z
 
@@ -312,7 +423,7 @@ def _compliant(
     z = replace(z, viol=0, overrun=False)
     if not z.open:
         return z
-    need = meta.confirm_fixes - z.ok
+    need = max(meta.confirm_fixes - z.ok, 1)  # ok may exceed a lowered confirm_fixes
     if len(pos) < need:
         return replace(z, ok=z.ok + len(pos))
     i = int(pos[need - 1])
@@ -361,4 +472,5 @@ def close_removed(state: State, supervisee_id: str, keep: set[str], ts_ms: int,
                 reason="zone_removed",
             ))  # fmt: skip
     zones = tuple((zid, z) for zid, z in state.zones if zid in keep)
-    return replace(state, zones=zones), out
+    base = None if state.base is None else tuple((zid, z) for zid, z in state.base if zid in keep)
+    return replace(state, zones=zones, base=base), out

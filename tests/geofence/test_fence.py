@@ -103,8 +103,8 @@ def test_curfew_with_confirm_one_opens_at_the_start_of_the_window():
     )
     f = fence_with([home], now=at("2026-11-27T20:00"))
     walk(f, [offset(HOME_LON, HOME_LAT, 1500, 0)], at("2026-11-27T21:58"))
-    out = f.tick(at("2026-11-27T22:00:30"))
-    assert [(t.alert_type, t.ts_ms) for t in out] == [("curfew", at("2026-11-27T22:00:30"))]
+    out = f.tick(at("2026-11-27T22:00:30"))  # a tick 30 s late: the curfew began at 22:00
+    assert [(t.alert_type, t.ts_ms) for t in out] == [("curfew", at("2026-11-27T22:00"))]
 
 
 def test_anywhere_permit_at_its_exact_edges_then_overrun():

@@ -89,3 +89,23 @@ def test_many_replacements_trigger_compaction_and_keep_results():
     assert ix.cells.size < 3 * size  # without compaction it would have grown ~7 times
     got = evaluate(ix, sidx, ts, lon, lat, acc)
     np.testing.assert_array_equal(got.code, ref.code)
+
+
+def test_two_permits_to_the_same_destination_compile_and_reload():
+    from datetime import date
+
+    from geofence.fence import Fence
+    from geofence.policy import Permit, Supervisee
+
+    from .helpers import square, zone
+
+    dest = square(105.9, 21.0, 500)
+    permits = [Permit("S1", 0, 10, "a", "work", dest), Permit("S1", 20, 30, "b", "work", dest)]
+    f = Fence()
+    sup = Supervisee("S1", "an_treo", date(2025, 1, 1), date(2027, 12, 31))
+    f.load([sup], [zone(square(105.8, 21.0, 500))], permits)
+    f.replace_supervisee(
+        sup, [zone(square(105.8, 21.0, 500))], permits[:1], now_ms=1_767_225_600_000
+    )
+    f.replace_supervisee(sup, [zone(square(105.8, 21.0, 500))], permits, now_ms=1_767_225_600_000)
+    assert len(f.index.permits_of(f.index.index_of("S1"))) == 2

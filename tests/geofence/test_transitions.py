@@ -93,7 +93,10 @@ def test_tick_recounts_only_zones_whose_regime_changed():
     same, out = step(state, decisions([V], ts=[5000], regime=0, tick=True))
     assert out == [] and same.zone("home").viol == 0
     now, out = step(state, decisions([V], ts=[5000], regime=IN_FORCE, tick=True))
-    assert out == [] and now.zone("home").viol == 1 and now.decided_ms == 5000
+    assert out == [] and now.zone("home").viol == 1
+    # the tick applies time, not a fix: the late watermark stays at the last decided fix
+    assert (now.decided_ms, now.clock_ms, now.last.ts) == (1000, 5000, 1000)
+    assert now.base == state.zones  # the zones right after the last fix, for a later backlog
     again, out = step(now, decisions([V], ts=[5000], regime=IN_FORCE, tick=True))
     assert again.zone("home").viol == 1  # a second tick counts nothing twice
 
