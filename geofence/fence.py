@@ -339,6 +339,14 @@ class Fence:
         self._changed.clear()
         return out
 
+    def count_late(self, supervisees: Sequence[str] | ArrayLike, ts: ArrayLike) -> int:
+        """How many of these fixes are late (contract §1): of a supervisee in the fence and not
+        after its last decided fix. Call before `decide`, which moves that fix on."""
+        sidx = self._indices(supervisees)
+        t = np.asarray(ts, dtype=np.int64)
+        known = sidx >= 0
+        return int(np.count_nonzero(t[known] <= self._table.decided[sidx[known]]))
+
     def decide(
         self, supervisees: Sequence[str] | ArrayLike, ts: ArrayLike, lon: ArrayLike,
         lat: ArrayLike, acc: ArrayLike,

@@ -22,8 +22,9 @@ from alerts.rules import apply_all
 from alerts.sources import Thresholds, from_transition
 from alerts.telemetry import apply_device_messages
 from geofence import store as fence_store
-from geofence.fence import Fence
+from geofence.fence import MONITORING_ENDED, Fence
 from geofence.policy import PolicyTable
+from geofence.transitions import Transition
 from ingest.records import StoredBatch
 from schema import connect
 
@@ -97,8 +98,13 @@ class Decider:
     def decide_batch(self, batch: StoredBatch) -> None:
         """Geofence the batch's fixes (vectorised), then persist every consequence at once."""
         now = self.clock_ms()
-        transitions = self.fence.decide(batch.supervisee_id, batch.ts, batch.lon, batch.lat,
-                                        batch.acc) if len(batch) else []
+        transitions: list[Transition] = []
+        if len(batch):
+            late = self.fence.count_late(batch.supervisee_id, batch.ts)
+            transitions = _zone_transitions(self.fence.decide(
+                batch.supervisee_id, batch.ts, batch.lon, batch.lat, batch.acc))
+            if late and self.metrics is not None:
+                self.metrics.late_fixes.inc(late)
         devices = _device_of(batch) if transitions else {}
         occurrences = [from_transition(t, devices.get(t.supervisee_id)) for t in transitions]
         owners = {d: s for d, s in batch.supervisees.items() if s is not None}
@@ -121,7 +127,7 @@ class Decider:
         """Apply the passage of time (windows and permits that started or ended); save the
         quiet states whose flush is due, so that the progress mark moves on when idle."""
         now = self.clock_ms() if now_ms is None else now_ms
-        transitions = self.fence.tick(now)
+        transitions = _zone_transitions(self.fence.tick(now))
         states, progress = self._states_to_save({t.supervisee_id for t in transitions},
                                                 self._last_received)
         moved = self._last_received is not None and progress != self._saved_progress
@@ -146,6 +152,7 @@ class Decider:
         for sid in changed:
             transitions += fence_store.reload_supervisee(conn, self.fence, sid, now_ms=now)
         transitions += self.fence.tick(now)  # new or changed zones against the last fix
+        transitions = _zone_transitions(transitions)
         with conn.transaction():
             changes = apply_all(conn, [from_transition(t) for t in transitions], now,
                                 self.thresholds.late_after_ms)
@@ -209,6 +216,13 @@ class Decider:
         self._deferred, self._deferred_since = {}, None
         self._flushed_at = time.monotonic()
         return out
+
+
+def _zone_transitions(transitions: list[Transition]) -> list[Transition]:
+    """The zone transitions; the fence's end-of-sentence markers are left out because the
+    ``monitoring_ended`` alert comes from its sweep (``alerts.sweeps``), which also knows
+    whether a device is still to be removed, and raises it once."""
+    return [t for t in transitions if t.alert_type != MONITORING_ENDED]
 
 
 def _device_of(batch: StoredBatch) -> dict[str, str]:
