@@ -6,9 +6,10 @@
 - what if: the same fixes against a proposed set of zones and permits; nothing is stored or
   sent, the result lists the alerts that would have opened and ended, and when.
 
-The engine is ``geofence.fence.Fence``, the one the decide stage runs, loaded with this one
-supervisee; the fixes go through it in ``ts`` order in chunks, and the passage of time after
-the last fix is applied up to ``to``.
+The engine is ``geofence.replay`` over ``geofence.fence.Fence``, the one the decide stage runs,
+loaded with this one supervisee: the fixes go through it in ``ts`` order with the passage of
+time (windows, permit edges, the sentence's end) applied between them at its own instants, and
+after the last fix up to ``to``.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import psycopg
 from alerts.model import ZONE_TYPES, ms_to_dt
 from geofence import store as fence_store
 from geofence.fence import Fence
-from geofence.policy import Permit, PolicyTable, Supervisee
-from geofence.transitions import Transition
+from geofence.policy import Permit, PolicyTable
+from geofence.replay import replay as geofence_replay
 from geofence.zones import Zone
 
 CHUNK = 500_000  # fixes read and decided at once
@@ -85,47 +86,39 @@ def replay(conn: psycopg.Connection, settings: Any, supervisee_id: str, from_ms:
     ids = [supervisee_id]
     zs = list(fence_store.load_zones(conn, ids) if zones is None else zones)
     ps = list(fence_store.load_permits(conn, ids) if permits is None else permits)
-    fence = _fence(settings, policies, sups[0], zs, ps, from_ms)
-    result = ReplayResult(supervisee_id, from_ms, to_ms)
-    transitions: list[Transition] = []
-    for ts, lon, lat, acc in _fixes(conn, supervisee_id, from_ms, to_ms):
-        result.fixes += len(ts)
-        transitions += fence.decide(np.zeros(len(ts), dtype=np.intp), ts, lon, lat, acc)
-    transitions += fence.tick(to_ms)
+    ts, lon, lat, acc = _fixes(conn, supervisee_id, from_ms, to_ms)
+    out = geofence_replay(sups[0], zs, ps, ts, lon, lat, acc, until_ms=to_ms,
+                          make_fence=lambda: _fence(settings, policies), policy_on_ms=from_ms)
+    result = ReplayResult(supervisee_id, from_ms, to_ms, fixes=len(ts))
     result.changes = [Change(t.zone_id, t.alert_type, t.active, t.ts_ms, t.since_ms)
-                      for t in transitions if from_ms <= t.ts_ms < to_ms]
+                      for t in out.transitions
+                      if from_ms <= t.ts_ms < to_ms and t.alert_type in ZONE_TYPES]
     if not what_if:
         result.recorded = recorded_changes(conn, supervisee_id, from_ms, to_ms)
         result.differences = differences(result.recorded, result.changes)
     return result
 
 
-def _fence(settings: Any, policies: PolicyTable | None, sup: Supervisee, zones: list[Zone],
-           permits: list[Permit], from_ms: int) -> Fence:
-    fence = Fence(policies=policies or PolicyTable.default(), margin_m=settings.margin_m,
-                  confirm_fixes=settings.confirm_fixes, max_accuracy_m=settings.max_accuracy_m,
-                  tz=settings.timezone)
-    fence.load([sup], zones, permits, now_ms=from_ms)
-    return fence
+def _fence(settings: Any, policies: PolicyTable | None) -> Fence:
+    """An empty fence with the live decision settings."""
+    return Fence(policies=policies or PolicyTable.default(), margin_m=settings.margin_m,
+                 confirm_fixes=settings.confirm_fixes, max_accuracy_m=settings.max_accuracy_m,
+                 tz=settings.timezone)
 
 
-def _fixes(conn: psycopg.Connection, supervisee_id: str, from_ms: int, to_ms: int):
-    """The stored fixes of the period in ts order, as numpy chunks (ts, lon, lat, acc)."""
-    after = ms_to_dt(from_ms)
-    first = True
-    while True:
-        rows = conn.execute(
-            "SELECT (extract(epoch FROM ts) * 1000)::int8, lon, lat, acc, ts FROM fixes "
-            f"WHERE supervisee_id = %s AND ts {'>=' if first else '>'} %s AND ts < %s "
-            "ORDER BY ts LIMIT %s", (supervisee_id, after, ms_to_dt(to_ms), CHUNK)).fetchall()
-        if not rows:
-            return
-        cols = list(zip(*rows, strict=True))
-        yield (np.array(cols[0], np.int64), np.array(cols[1], np.float64),
-               np.array(cols[2], np.float64), np.array(cols[3], np.float64))
-        if len(rows) < CHUNK:
-            return
-        after, first = rows[-1][4], False
+def _fixes(conn: psycopg.Connection, supervisee_id: str, from_ms: int,
+           to_ms: int) -> tuple[np.ndarray, ...]:
+    """The stored fixes of the period, in ts order, as arrays (ts, lon, lat, acc)."""
+    cur = conn.execute(
+        "SELECT (extract(epoch FROM ts) * 1000)::int8, lon, lat, acc FROM fixes "
+        "WHERE supervisee_id = %s AND ts >= %s AND ts < %s ORDER BY ts",
+        (supervisee_id, ms_to_dt(from_ms), ms_to_dt(to_ms)))
+    parts: list[list[tuple]] = []
+    while rows := cur.fetchmany(CHUNK):
+        parts.append(rows)
+    cols = list(zip(*[r for p in parts for r in p], strict=True)) or [(), (), (), ()]
+    return (np.array(cols[0], np.int64), np.array(cols[1], np.float64),
+            np.array(cols[2], np.float64), np.array(cols[3], np.float64))
 
 
 def recorded_changes(conn: psycopg.Connection, supervisee_id: str, from_ms: int,
