@@ -363,10 +363,14 @@ def _decide_zone(
 def _new_regime(
     run: _Run, d: Decisions, meta: ZoneMeta, z: ZoneState, regime: int, i: int
 ) -> ZoneState:
-    """Restart the run; end an open condition whose zone left force; note a permit's end."""
+    """Restart the run; end an open condition whose zone left force; note a permit's end.
+
+    A permit's end counts (a later exit is a ``permit_overrun``) only when it leaves the zone in
+    force: a curfew whose window is closed when the permit ends asks nothing of the person then,
+    and a later absence in its window is a plain curfew violation."""
     permit_ended = (
         meta.kind == "inclusion" and z.regime != UNKNOWN_REGIME
-        and bool(z.regime & RELAXED) and not regime & RELAXED
+        and bool(z.regime & RELAXED) and not regime & RELAXED and bool(regime & IN_FORCE)
     )  # fmt: skip
     z = replace(z, fingerprint=meta.fingerprint, regime=regime, viol=0, ok=0,
                 overrun=z.overrun or permit_ended)  # fmt: skip

@@ -284,3 +284,17 @@ def test_a_quiet_supervisee_with_fewer_zones_than_another_skips_the_state_machin
     assert walk(f, [(HOME_LON, HOME_LAT)] * 5, T0 + MIN) == []
     assert stepped == []
     assert f.states["S1"].decided_ms == T0 + MIN + 4 * 30_000
+
+
+def test_a_permit_ending_outside_the_curfew_window_makes_no_overrun():
+    """An 'anywhere' permit ends at 11:00, when the curfew (22:00-06:00) asks nothing; being
+    out when the curfew starts that evening is a plain curfew violation, not an overrun."""
+    night = parse_schedule([{"days": [1, 2, 3, 4, 5, 6, 7], "start": "22:00", "end": "06:00"}], "$")
+    home = zone(square(HOME_LON, HOME_LAT, 100), "night", purpose="curfew", schedule=night)
+    permit = Permit("S1", at("2026-11-27T05:00"), at("2026-11-27T11:00"), "khám bệnh", "medical")
+    f = fence_with([home], [permit], now=at("2026-11-27T04:00"))
+    away = offset(HOME_LON, HOME_LAT, 1500, 0)
+    assert walk(f, [away], at("2026-11-27T09:00")) == []
+    assert walk(f, [away, away], at("2026-11-27T21:40"), 10 * MIN) == []  # window closed
+    out = walk(f, [away, away], at("2026-11-27T22:10"), 10 * MIN)
+    assert [(t.alert_type, t.active) for t in out] == [("curfew", True)]

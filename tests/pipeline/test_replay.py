@@ -4,7 +4,11 @@ permit removes the exit it covers, and stores and sends nothing."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
 import pytest
+from psycopg.types.json import Jsonb
 
 from alerts.decide.replay import differences, parse_proposal, recorded_changes, replay
 from simulators import messages as sim
@@ -19,14 +23,33 @@ OUT = offset(HOME[0], HOME[1], 0, 5000)
 BAN = offset(HOME[0], HOME[1], 1500, 0)  # inside the banned place (300 m circle)
 
 
+def _curfew(db, start_ms: int) -> None:
+    """A curfew at home (500 m) from hour 20 to hour 22 of the replayed day, local time."""
+    tz = ZoneInfo("Asia/Ho_Chi_Minh")
+    begin = datetime.fromtimestamp((start_ms + 20 * 60 * MIN) / 1000, tz)
+    end = begin + timedelta(hours=2)
+    window = {"days": [begin.isoweekday()], "start": begin.strftime("%H:%M"),
+              "end": end.strftime("%H:%M")}
+    db.execute("INSERT INTO zones (supervisee_id, id, kind, purpose, center_lon, center_lat, "
+               "radius_m, schedule) VALUES ('SV1', 'night', 'inclusion', 'curfew', %s, %s, 500, "
+               "%s)", (HOME[0], HOME[1], Jsonb([window])))
+    db.execute("UPDATE registry_version SET version = version + 1")
+    db.commit()
+
+
 def _day(running) -> tuple[int, int]:
-    """A day of fixes every 10 minutes: an excursion out of the residence at 08:00-09:00 and
-    a visit to the banned place at 15:00-15:40; returns the day's [start, end)."""
+    """A day of fixes every 30 minutes: an excursion out of the residence at 08:00-09:00, a
+    visit to the banned place at 15:00-15:40, and out of the residence from 19:30 to 21:30,
+    when the curfew (20:00-22:00) has begun; returns the day's [start, end)."""
     start = sim.now_ms() - 24 * 60 * MIN
+    _curfew(running.db, start - start % MIN)
+    running.pipe.stage.reload_registry()
+    assert running.pipe.stage.wait_idle(10)
     for i in range(0, 144, 3):  # every 30 min, denser around the events
         t = start + i * 10 * MIN
         hour = i / 6
-        where = OUT if 8 <= hour < 9 else BAN if 15 <= hour < 15.7 else IN
+        away = 8 <= hour < 9 or 19.5 <= hour < 21.5
+        where = OUT if away else BAN if 15 <= hour < 15.7 else IN
         running.fix(*where, ts=t)
         if where is not IN:
             running.fix(*where, ts=t + 5 * MIN)
@@ -46,7 +69,8 @@ def test_replay_reproduces_a_day_and_a_what_if_permit_removes_its_exit(running, 
     db = running.db
     recorded = recorded_changes(db, "SV1", start, end)
     assert {(c.type, c.active) for c in recorded} == {
-        ("zone_exit", True), ("zone_exit", False), ("zone_enter", True), ("zone_enter", False)}
+        ("zone_exit", True), ("zone_exit", False), ("zone_enter", True), ("zone_enter", False),
+        ("curfew", True), ("curfew", False)}
     before = _counts(db)
 
     as_was = replay(db, settings, "SV1", start, end)
@@ -63,7 +87,10 @@ def test_replay_reproduces_a_day_and_a_what_if_permit_removes_its_exit(running, 
     zones, permits = parse_proposal(proposal, "SV1")
     what_if = replay(db, settings, "SV1", start, end, zones=zones, permits=permits)
     assert what_if.recorded is None and what_if.reproduced is None
-    assert {c.type for c in what_if.changes} == {"zone_enter"}  # the exit is covered
+    # the morning's exit is covered; the evening's and the curfew are not
+    assert sorted((c.type, c.active) for c in what_if.changes) == sorted(
+        (c.type, c.active) for c in recorded if not (
+            c.type == "zone_exit" and c.ts_ms < exit_open.ts_ms + 3 * 60 * MIN))
     assert _counts(db) == before, "a replay stores and sends nothing"
 
 
