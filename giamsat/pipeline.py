@@ -38,6 +38,7 @@ import orjson
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 
+import registry
 from alerts import sweeps
 from alerts.delivery.deliverer import DbOutage, Deliverer, wall_ms
 from alerts.delivery.mqtt import MqttChannel
@@ -57,18 +58,6 @@ log = logging.getLogger("giamsat.pipeline")
 
 _STOP = object()
 RECOVERY_CHUNK = 100_000  # fixes per recovery batch
-
-# Registry fingerprint per supervisee: what the geofence needs reloading for when it changes.
-_REGISTRY_FINGERPRINTS = """
-SELECT s.id, md5(concat_ws('|', s.sentence_type, s.sentence_start, s.sentence_end,
-    (SELECT string_agg(concat_ws(':', z.id, z.version, z.updated_at), ',' ORDER BY z.id)
-       FROM zones z WHERE z.supervisee_id = s.id),
-    (SELECT string_agg(concat_ws(':', p.id, p.valid_from, p.valid_to, p.revoked_at,
-                                 md5(coalesce(p.destination::text, ''))), ',' ORDER BY p.id)
-       FROM permits p WHERE p.supervisee_id = s.id)))
-  FROM supervisees s
-"""
-
 
 @dataclass(frozen=True)
 class _Item:
@@ -278,10 +267,10 @@ class DecideStage:
         s = self.settings
         fence = Fence(policies=self.policies, margin_m=s.margin_m, confirm_fixes=s.confirm_fixes,
                       max_accuracy_m=s.max_accuracy_m, tz=s.timezone)
-        fence_store.load_fence(self.conn, fence, now_ms=self.clock_ms())
+        registry.load_fence(self.conn, fence, now_ms=self.clock_ms())
         self._fence = fence
         self._registry_version = self._read_registry_version(self.conn)
-        self._fingerprints = dict(self.conn.execute(_REGISTRY_FINGERPRINTS).fetchall())
+        self._fingerprints = registry.fingerprints(self.conn)
 
     # --- decisions --------------------------------------------------------------------------------
 
@@ -348,12 +337,10 @@ class DecideStage:
         """Reload the supervisees whose zones, permits or sentence changed (incremental)."""
         conn, now = self.conn, self.clock_ms()
         version = self._read_registry_version(conn)
-        fingerprints = dict(conn.execute(_REGISTRY_FINGERPRINTS).fetchall())
-        changed = sorted(sid for sid in set(fingerprints) | set(self._fingerprints)
-                         if fingerprints.get(sid) != self._fingerprints.get(sid))
+        fingerprints, changed = registry.changes(conn, self._fingerprints)
         transitions = []
         for sid in changed:
-            transitions += fence_store.reload_supervisee(conn, self.fence, sid, now_ms=now)
+            transitions += registry.reload_supervisee(conn, self.fence, sid, now_ms=now)
         transitions += self.fence.tick(now)  # new or changed zones against the last fix
         with conn.transaction():
             changes = apply_all(conn, [from_transition(t) for t in transitions], now)
@@ -426,8 +413,7 @@ class DecideStage:
 
     @staticmethod
     def _read_registry_version(conn: psycopg.Connection) -> int | None:
-        row = conn.execute("SELECT version FROM registry_version").fetchone()
-        return None if row is None else int(row[0])
+        return registry.stamp(conn)
 
     def _job_conn(self, name: str) -> psycopg.Connection:
         with self._job_lock:
