@@ -127,8 +127,8 @@ def _zone_rows(zones: list[dict], clock: _Clock) -> list[list[str]]:
         sched = "; ".join(f"{w['days']} {w['start']}-{w['end']}" for w in p["schedule"] or [])
         over = ", ".join(f"{k}={p[k]}" for k in ("margin_m", "confirm_fixes", "escalate_after_s")
                          if p.get(k) is not None)
-        rows.append([_e(z["id"]), f"{_e(p['version'])}: {span}", _e(p["kind"]), _e(p["purpose"]), shape,
-                     _e(sched), _e(over)])
+        rows.append([_e(z["id"]), f"{_e(p['version'])}: {span}", _e(p["kind"]),
+                     _e(p["purpose"]), shape, _e(sched), _e(over)])
     return rows
 
 

@@ -372,7 +372,8 @@ def apply(conn: psycopg.Connection, plan: _Plan) -> ImportSummary:
             s["unit"], s["residence_unit"]))
     _apply_zones(conn, plan, summary)
     for d in plan.devices:
-        summary.add("devices", registry.devices.set_wearer(conn, d["id"], d["supervisee"], by=IMPORTER))
+        summary.add("devices", registry.devices.set_wearer(conn, d["id"], d["supervisee"],
+                                                           by=IMPORTER))
     for p in plan.permits:
         summary.add("permits", _apply_permit(conn, p))
     if summary.changed:
@@ -385,29 +386,32 @@ IMPORTER = "import"  # changed_by / granted_by of what an import writes
 
 def _apply_zones(conn: psycopg.Connection, plan: _Plan, summary: ImportSummary) -> None:
     for z in plan.zones:
-        outcome, _ = registry.zones.put_zone(conn, z["supervisee_id"], z["id"], z, changed_by=IMPORTER)
+        outcome, _ = registry.zones.put_zone(conn, z["supervisee_id"], z["id"], z,
+                                             changed_by=IMPORTER)
         summary.add("zones", outcome)
     # The document lists each imported supervisee's zones in full: end the ones it no longer
     # has (a version saying so; what they decided before stays on record).
     for s in plan.supervisees:
         keep = {z.id for z in s["zones"]}
         for row in registry.zones.zone_rows(conn, [s["id"]]):
-            if row["id"] not in keep and registry.zones.end_zone(conn, s["id"], row["id"],
-                                                        changed_by=IMPORTER,
-                                                        reason="not in the imported document"):
+            if row["id"] not in keep and registry.zones.end_zone(
+                    conn, s["id"], row["id"], changed_by=IMPORTER,
+                    reason="not in the imported document"):
                 summary.add("zones", "updated")
 
 
 def _apply_permit(conn: psycopg.Connection, p: dict) -> str:
-    granted = registry.permits.grant(conn, p["supervisee_id"], valid_from=p["valid_from"],
-                            valid_to=p["valid_to"], reason=p["reason"], category=p["category"],
-                            destination=p["destination"], granted_by=IMPORTER)
+    sid, start, end, reason = p["supervisee_id"], p["valid_from"], p["valid_to"], p["reason"]
+    granted = registry.permits.grant(conn, sid, valid_from=start, valid_to=end, reason=reason,
+                                     category=p["category"], destination=p["destination"],
+                                     granted_by=IMPORTER)
     if granted is not None:
         return "created"
-    pid = registry.permits.find(conn, p["supervisee_id"], p["valid_from"], p["valid_to"], p["reason"])
+    pid = registry.permits.find(conn, sid, start, end, reason)
     assert pid is not None  # the grant conflicted with it
-    changed = registry.permits.amend(conn, pid, category=p["category"], destination=p["destination"],
-                            changed_by=IMPORTER, reason="changed in the imported document")
+    changed = registry.permits.amend(conn, pid, category=p["category"],
+                                     destination=p["destination"], changed_by=IMPORTER,
+                                     reason="changed in the imported document")
     return "unchanged" if changed is None else "updated"
 
 

@@ -75,8 +75,9 @@ def permit_rows(conn: psycopg.Connection[Any], ids: list[str] | None = None) -> 
     """The current version of every permit of the supervisees in ``ids`` (default all), revoked
     ones included, by supervisee and start."""
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(_CURRENT + " AND (%(ids)s::text[] IS NULL OR supervisee_id = ANY(%(ids)s))"
-                           " ORDER BY supervisee_id, valid_from, permit_id",
+        return cur.execute(_CURRENT + " AND (%(ids)s::text[] IS NULL "
+                           "OR supervisee_id = ANY(%(ids)s)) "
+                           "ORDER BY supervisee_id, valid_from, permit_id",
                            {"ids": ids}).fetchall()
 
 
@@ -219,8 +220,8 @@ def _new_version(conn: psycopg.Connection[Any], row: dict[str, Any], changes: di
     since = row["effective_from_ms"]
     effective = now if since is None else max(now, ms_to_dt(since))
     conn.execute(
-        f"INSERT INTO permit_versions (permit_id, version, effective_from, {', '.join(_VERSION_COLS)}, "
-        f"changed_by, change_reason, recorded_at) VALUES (%s, %s, %s, "
+        "INSERT INTO permit_versions (permit_id, version, effective_from, "
+        f"{', '.join(_VERSION_COLS)}, changed_by, change_reason, recorded_at) VALUES (%s, %s, %s, "
         f"{', '.join(['%s'] * len(_VERSION_COLS))}, %s, %s, %s)",
         (row["id"], version, effective, *values.values(), changed_by, reason, now))
     new = permit_row(conn, row["id"])

@@ -37,7 +37,8 @@ SELECT supervisee_id, zone_id AS id, version, ended, {", ".join(COLUMNS)}, chang
 """
 # in force at %(at)s (NULL: now), of the supervisees %(ids)s (NULL: all)
 _AT = _SPANS + """
- WHERE NOT ended AND effective_from <= coalesce(%(at)s, now()) AND effective_to > coalesce(%(at)s, now())
+ WHERE NOT ended AND effective_from <= coalesce(%(at)s, now())
+   AND effective_to > coalesce(%(at)s, now())
    AND (%(ids)s::text[] IS NULL OR supervisee_id = ANY(%(ids)s))
  ORDER BY supervisee_id, zone_id
 """

@@ -48,8 +48,8 @@ def get_track(sid: SuperviseeId, ctx: Ctx, caller: Caller, conn: Conn, start: Fr
     """The stored fixes of the devices the supervisee wore in [from, to), oldest first, as a
     GeoJSON FeatureCollection of Points (``properties``: ``ts``, ``seq``, ``acc``, device, and
     the ``decision`` recomputed by the geofence engine against the zone and permit versions in
-    force at the fix's time: see ``api.track``). At most 50,000 fixes (``truncated`` says when there were more); the
-    alerts of the period ride along in ``alerts``. Audited."""
+    force at the fix's time: see ``api.track``). At most 50,000 fixes (``truncated`` says when
+    there were more); the alerts of the period ride along in ``alerts``. Audited."""
     supervisee(conn, caller, sid)
     a, b = _range(start, end)
     t = _load(ctx, conn, sid, a, b)
