@@ -23,17 +23,15 @@ SELECT (SELECT version FROM registry_version)
 # Per supervisee: the sentence, and which version of each zone and permit is in force now
 # (versions are never edited, so (id, version) stands for the content).
 _FINGERPRINTS = """
-SELECT s.id, md5(concat_ws('|', s.sentence_type, s.sentence_start, s.sentence_end,
-    (SELECT string_agg(concat_ws(':', z.id, z.version), ',' ORDER BY z.id)
-       FROM zones z WHERE z.supervisee_id = s.id),
-    (SELECT string_agg(concat_ws(':', p.id, p.version), ',' ORDER BY p.id)
-       FROM permits p WHERE p.supervisee_id = s.id)))
+WITH z AS (SELECT supervisee_id, string_agg(id || ':' || version, ',' ORDER BY id) AS v
+             FROM zones GROUP BY supervisee_id),
+     p AS (SELECT supervisee_id, string_agg(id || ':' || version, ',' ORDER BY id) AS v
+             FROM permits GROUP BY supervisee_id)
+SELECT s.id, md5(concat_ws('|', s.sentence_type, s.sentence_start, s.sentence_end, z.v, p.v))
   FROM supervisees s
+  LEFT JOIN z ON z.supervisee_id = s.id
+  LEFT JOIN p ON p.supervisee_id = s.id
 """
-
-# What ingest and the broker's credentials depend on: the registered devices.
-DEVICES_STAMP_SQL = ("SELECT (SELECT version FROM registry_version), count(*), "
-                     "max(registered_at) FROM devices")
 
 
 def bump(conn: psycopg.Connection[Any]) -> None:
