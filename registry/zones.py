@@ -152,9 +152,9 @@ def put_zone(conn: psycopg.Connection[Any], supervisee_id: str, zone_id: str,
     """Make ``values`` (``geofence.zones.zone_columns`` of a validated zone) the zone's next
     version, in force from ``effective_from`` (default ``now``, never before it).
 
-    Returns (outcome, the row in force): ``created`` (the zone had no version in force),
-    ``updated`` (a new version), ``unchanged`` (the latest version already says this: nothing
-    written). The caller owns the transaction and bumps the registry (``registry.bump``).
+    Returns (outcome, the version's row): ``created`` (the zone had no version, or its last one
+    ended it), ``updated`` (a new version), ``unchanged`` (its last version already says this:
+    nothing written). The caller owns the transaction and bumps the registry (``registry.bump``).
     """
     now = now or db_now(conn)
     at = not_before(effective_from, now, "a zone change")
