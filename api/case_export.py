@@ -116,16 +116,19 @@ def _sketch(zones: list[dict], track: Track) -> str:
     return "".join(out)
 
 
-def _zone_rows(zones: list[dict]) -> list[list[str]]:
+def _zone_rows(zones: list[dict], clock: _Clock) -> list[list[str]]:
     rows = []
     for z in zones:
         p = z["properties"]
+        span = (f"{clock.fmt(p['effective_from']) or '…'} → {clock.fmt(p['effective_to']) or '…'}"
+                f" ({_e(p['changed_by'])})")
         shape = (f"circle r = {p['radius_m']:.0f} m" if p.get("radius_m") is not None
                  else _e(z["geometry"]["type"]))
         sched = "; ".join(f"{w['days']} {w['start']}-{w['end']}" for w in p["schedule"] or [])
         over = ", ".join(f"{k}={p[k]}" for k in ("margin_m", "confirm_fixes", "escalate_after_s")
                          if p.get(k) is not None)
-        rows.append([_e(z["id"]), _e(p["kind"]), _e(p["purpose"]), shape, _e(sched), _e(over)])
+        rows.append([_e(z["id"]), f"{_e(p['version'])}: {span}", _e(p["kind"]),
+                     _e(p["purpose"]), shape, _e(sched), _e(over)])
     return rows
 
 
@@ -185,7 +188,8 @@ def render(*, sup: dict, unit: dict, zones: list[dict], permits: list[dict], tra
     """The whole page."""
     c = _Clock(tz)
     more = len(track.fixes) - MAX_TABLE_ROWS
-    permit_rows = [[_e(p["id"]), c.fmt(p["valid_from"]), c.fmt(p["valid_to"]), _e(p["category"]),
+    permit_rows = [[f"{_e(p['id'])} v{_e(p['version'])}", c.fmt(p["valid_from"]),
+                    c.fmt(p["valid_to"]), c.fmt(p["revoked_at"]), _e(p["category"]),
                     _e(p["reason"]), "anywhere" if p["destination"] == "anywhere" else "area"]
                    for p in permits]
     return f"""<!DOCTYPE html>
@@ -203,16 +207,20 @@ def render(*, sup: dict, unit: dict, zones: list[dict], permits: list[dict], tra
 <h2>Tóm tắt hành trình / Track summary</h2>{_summary(track, c)}
 {_sketch(zones, track)}
 <h2>Vùng / Zones</h2>
-{_table(["id", "loại / kind", "mục đích / purpose", "hình / shape", "lịch / schedule",
-         "tham số / overrides"], _zone_rows(zones))}
+<p class="muted">Các phiên bản có hiệu lực trong thời kỳ / the versions in force during the
+period (từ → đến / from → to, người thay đổi / changed by).</p>
+{_table(["id", "phiên bản / version", "loại / kind", "mục đích / purpose", "hình / shape",
+         "lịch / schedule", "tham số / overrides"], _zone_rows(zones, c))}
 <h2>Giấy phép / Permits</h2>
-{_table(["#", "từ / from", "đến / to", "loại / category", "lý do / reason", "nơi đến / destination"],
+{_table(["# (phiên bản / version)", "từ / from", "đến / to", "thu hồi / revoked",
+         "loại / category", "lý do / reason", "nơi đến / destination"],
         permit_rows) if permits else "<p class='muted'>Không có / none.</p>"}
 <h2>Cảnh báo và lịch sử / Alerts and their history</h2>
 {_alerts(track.alerts, history, c)}
 <h2>Các điểm vị trí / Fixes</h2>
-<p class="muted">Quyết định tính lại theo vùng và giấy phép hiện hành / decisions recomputed
-against the current zones and permits.</p>
+<p class="muted">Quyết định tính lại theo phiên bản vùng và giấy phép có hiệu lực tại thời điểm
+của từng điểm / decisions recomputed against the zone and permit versions in force at each
+fix's time.</p>
 {_table(["thời gian / time", "seq", "lat", "lon", "acc m", "thiết bị / device",
          "quyết định / decision"], _fix_rows(track, c))}
 {f"<p class='muted'>… {more} điểm nữa không liệt kê / more fixes not listed.</p>" if more > 0 else ""}

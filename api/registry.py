@@ -1,4 +1,6 @@
-"""Registry reads and writes the routes share: scoped lookups and the registry version."""
+"""What the registry routes share at the API's edge: path parameters, the scoped supervisee
+lookup, and a registry refusal as a 422. Every write and every read of zones, permits, devices
+and units goes through the ``registry`` package (the same writers as the importer)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,9 @@ import psycopg
 from fastapi import HTTPException, Path
 from psycopg.rows import dict_row
 
+import registry
+from api.errors import Problem
 from api.scope import Scope
-from geofence.policy import Permit
-from geofence.zones import ZoneError, parse_geometry
 from protocol import DEVICE_ID_PATTERN
 
 log = logging.getLogger("giamsat.api")
@@ -22,8 +24,8 @@ DeviceId = Annotated[str, Path(pattern=f"^{DEVICE_ID_PATTERN}$", description="de
 
 
 def bump_registry(conn: psycopg.Connection) -> None:
-    """Tell the running pipeline to reload zones, permits and devices (migration 0001)."""
-    conn.execute("UPDATE registry_version SET version = version + 1")
+    """Tell the running pipeline to reload zones, permits and devices (``registry.bump``)."""
+    registry.bump(conn)
 
 
 def supervisee(conn: psycopg.Connection, caller: Scope, sid: str) -> dict:
@@ -35,19 +37,6 @@ def supervisee(conn: psycopg.Connection, caller: Scope, sid: str) -> dict:
     return row
 
 
-def stored_permits(conn: psycopg.Connection, sid: str) -> list[Permit]:
-    """The supervisee's permits not revoked, as geofence ``Permit`` values (a destination the
-    geofence refuses is logged by permit id and the permit left out)."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute("SELECT * FROM permits WHERE supervisee_id = %s "
-                           "AND revoked_at IS NULL ORDER BY valid_from, id", (sid,)).fetchall()
-    out = []
-    for r in rows:
-        try:
-            dest = None if r["anywhere"] else parse_geometry(r["destination"])
-        except ZoneError as exc:
-            log.warning("permit %s has an invalid destination at %s", r["id"], exc.path)
-            continue
-        out.append(Permit(sid, r["valid_from"], r["valid_to"], r["reason"], r["category"],
-                          dest, r["id"]))
-    return out
+def refused(exc: registry.ChangeRefused) -> Problem:
+    """A change the registry refused, as a 422 naming its rule."""
+    return Problem(422, f"refused, rule {exc.rule}: {exc.message}", rule=exc.rule, path=exc.path)

@@ -6,12 +6,15 @@ assignment history (``device_assignments``; a device whose ``supervisee_id`` nam
 open assignment row counts as assigned throughout), in ``[from, to)``, ordered by ``ts``.
 
 The decision (``properties.decision``) is recomputed, not replayed: each fix is evaluated by
-``geofence.engine.evaluate`` against the supervisee's zones and permits as they are stored *now*
-(schedules at the fix's local time, permits lifting or extending zones). Per fix:
+``geofence.engine.evaluate`` against the versions of the supervisee's zones and permits that
+were in force at the fix's own time (``registry.zones_in_force`` / ``permits_in_force``:
+an edit made later does not change what an earlier fix shows), with schedules at the fix's local
+time and permits lifting or extending zones. Per fix:
 ``decision`` is ``ignored`` (acc above ``max_accuracy_m``: never counts), ``violation`` (a zone in
 force is definitely violated), ``uncertain`` (within acc + margin of a zone in force),
-``compliant`` or ``no_zone`` (no zone in force); ``zones`` gives each zone's class and signed
-distance in metres (positive = outside the zone; null beyond the decision band). The
+``compliant`` or ``no_zone`` (no zone in force); ``zones`` gives each zone's class, signed
+distance in metres (positive = outside the zone; null beyond the decision band) and the
+``version`` of the zone it was decided against. The
 confirmation counters (``confirm_fixes``) are not replayed: the alerts that fixes confirmed are
 listed beside the track (``alerts``), from the alert records themselves.
 """
@@ -27,10 +30,9 @@ import numpy as np
 import psycopg
 from psycopg.rows import dict_row
 
+import registry
 from alerts.payload import alert_json
-from api.registry import stored_permits
 from api.wire import collection, feature, point, to_ms
-from api.zonejson import stored_zones
 from geofence.engine import COMPLIANT, IGNORED, IN_FORCE, RELAXED, UNCERTAIN, VIOLATION, evaluate
 from geofence.index import ZoneIndex
 
@@ -80,29 +82,57 @@ def fixes(conn: psycopg.Connection, sid: str, start: datetime, end: datetime,
 
 
 def decisions(conn: psycopg.Connection, sid: str, rows: list[dict[str, Any]],
-              max_accuracy_m: float, margin_m: float, tz: str) -> tuple[list[str], list[dict]]:
-    """(zone ids, one decision per fix) recomputed with the geofence engine."""
-    zones = stored_zones(conn, sid)
+              max_accuracy_m: float, margin_m: float, tz: str, start_ms: int,
+              end_ms: int) -> tuple[list[str], list[dict]]:
+    """(ids of the zones in force in [start_ms, end_ms), one decision per fix) recomputed with
+    the geofence engine, each fix against the zone and permit versions in force at its ``ts``:
+    the fixes are cut where a version starts or ends and each piece is evaluated on its own."""
+    zones = registry.zones_in_force(conn, sid, start_ms, end_ms)
+    zone_ids = sorted({v.zone.id for v in zones})
     if not rows or not zones:
-        return [z.id for z in zones], [_decision(r["acc"] <= max_accuracy_m, []) for r in rows]
+        return zone_ids, [_decision(r["acc"] <= max_accuracy_m, []) for r in rows]
+    permits = registry.permits_in_force(conn, sid, start_ms, end_ms)
+    ts = np.array([to_ms(r["ts"]) for r in rows], dtype=np.int64)
+    cuts = np.array(sorted({t for v in (*zones, *permits)
+                            for t in (v.effective_from_ms, v.effective_to_ms) if t is not None}),
+                    dtype=np.int64)
+    piece = np.searchsorted(cuts, ts, side="right")  # equal within a piece: same versions
+    out: list[dict] = [{}] * len(rows)
+    for k in np.unique(piece).tolist():
+        at = np.flatnonzero(piece == k)
+        t0 = int(ts[at[0]])
+        in_force = [v for v in zones if v.in_force_at(t0)]
+        lifting = [v.permit for v in permits if v.in_force_at(t0)]
+        for i, d in zip(at.tolist(), _evaluate(sid, [rows[i] for i in at], ts[at], in_force,
+                                               lifting, max_accuracy_m, margin_m, tz),
+                        strict=True):
+            out[i] = d
+    return zone_ids, out
+
+
+def _evaluate(sid: str, rows: list[dict[str, Any]], ts: np.ndarray,
+              zones: list[registry.ZoneVersion], permits: list, max_accuracy_m: float,
+              margin_m: float, tz: str) -> list[dict]:
+    """Decisions of fixes that share one set of zone and permit versions."""
+    if not zones:
+        return [_decision(r["acc"] <= max_accuracy_m, []) for r in rows]
+    version = {v.zone.id: v.version for v in zones}
     index = ZoneIndex(max_accuracy_m=max_accuracy_m, default_margin_m=margin_m, tz=tz)
-    idx = index.set_supervisee(sid, zones, stored_permits(conn, sid))
-    ev = evaluate(index, np.full(len(rows), idx, dtype=np.intp),
-                  np.array([to_ms(r["ts"]) for r in rows], dtype=np.int64),
+    idx = index.set_supervisee(sid, [v.zone for v in zones], permits)
+    ev = evaluate(index, np.full(len(rows), idx, dtype=np.intp), ts,
                   np.array([r["lon"] for r in rows]), np.array([r["lat"] for r in rows]),
                   np.array([r["acc"] for r in rows], dtype=np.float64))
     slots = index.zones_of(idx)  # the evaluation is slot-major: (zone slot, fix)
     code, dist, regime = ev.code.tolist(), ev.dist_m.tolist(), ev.regime.tolist()
-    out = []
-    for i, r in enumerate(rows):
-        per_zone = [_zone_result(z.id, code[j][i], dist[j][i], regime[j][i])
-                    for j, z in enumerate(slots)]
-        out.append(_decision(r["acc"] <= max_accuracy_m, per_zone))
-    return [z.id for z in slots], out
+    return [_decision(r["acc"] <= max_accuracy_m,
+                      [_zone_result(z.id, version[z.id], code[j][i], dist[j][i], regime[j][i])
+                       for j, z in enumerate(slots)])
+            for i, r in enumerate(rows)]
 
 
-def _zone_result(zone_id: str, code: int, dist: float, regime: int) -> dict[str, Any]:
-    return {"zone_id": zone_id, "class": _CLASS.get(code, "no_zone"),
+def _zone_result(zone_id: str, version: int, code: int, dist: float,
+                 regime: int) -> dict[str, Any]:
+    return {"zone_id": zone_id, "version": version, "class": _CLASS.get(code, "no_zone"),
             "distance_m": round(dist, 1) if math.isfinite(dist) else None,
             "in_force": bool(regime & IN_FORCE), "relaxed_by_permit": bool(regime & RELAXED)}
 
@@ -133,7 +163,8 @@ def load(conn: psycopg.Connection, sid: str, start: datetime, end: datetime, *,
          max_accuracy_m: float, margin_m: float, tz: str, limit: int = MAX_POINTS) -> Track:
     """The track with decisions and the alerts of the period."""
     rows, truncated = fixes(conn, sid, start, end, limit)
-    zone_ids, decided = decisions(conn, sid, rows, max_accuracy_m, margin_m, tz)
+    zone_ids, decided = decisions(conn, sid, rows, max_accuracy_m, margin_m, tz,
+                                  to_ms(start) or 0, to_ms(end) or 0)
     return Track(rows, truncated, zone_ids, decided, alerts_between(conn, sid, start, end))
 
 

@@ -2,7 +2,9 @@
 
 Out: each zone is a Feature whose ``id`` is the zone id; a polygon zone carries its geometry, a
 circle zone a ``Point`` at its centre with ``properties.radius_m``; the other properties are the
-zone's fields of contract §4 (``kind``, ``purpose``, ``schedule``, overrides).
+zone's fields of contract §4 (``kind``, ``purpose``, ``schedule``, overrides) and its version:
+``version``, ``effective_from`` / ``effective_to`` (epoch ms, null for an open end: in force
+since always / until further notice), ``changed_by``, ``updated_at`` (when it was recorded).
 
 In: the same Feature, or the contract's zone object (``geometry`` or ``center`` + ``radius_m``).
 Both are validated by ``geofence.zones.parse_zone``; its error path is mapped back onto the
@@ -11,27 +13,31 @@ document that was sent (``$.properties.kind`` for a Feature, ``$.kind`` for a zo
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-import psycopg
-from psycopg.rows import dict_row
 
 from api.errors import Problem
 from api.wire import feature, point, to_ms
 from geofence.zones import Zone, ZoneError, parse_zone
 
-log = logging.getLogger("giamsat.api")
-
 _OVERRIDES = ("margin_m", "confirm_fixes", "escalate_after_s")
 _TOP_LEVEL_OF_FEATURE = ("geometry", "id", "type")
+_VERSION_PROPERTIES = ("version", "updated_at", "effective_from", "effective_to", "changed_by",
+                       "change_reason", "ended")
 
 
 def zone_feature(row: dict[str, Any]) -> dict:
-    """A ``zones`` row as a GeoJSON Feature."""
+    """A zone version row (``registry.zones``) as a GeoJSON Feature; an ended version (in a
+    zone's history) has no geometry and ``ended: true``."""
     props: dict[str, Any] = {"kind": row["kind"], "purpose": row["purpose"],
                              "schedule": row["schedule"], "version": row["version"],
-                             "updated_at": to_ms(row["updated_at"])}
+                             "effective_from": row["effective_from_ms"],
+                             "effective_to": row["effective_to_ms"],
+                             "changed_by": row["changed_by"],
+                             "change_reason": row["change_reason"],
+                             "updated_at": to_ms(row["recorded_at"])}
+    if row["ended"]:
+        props["ended"] = True
+        return feature(None, props, id=row["id"])
     for key in _OVERRIDES:
         props[key] = row[key]
     if row["radius_m"] is not None:
@@ -48,7 +54,7 @@ def _from_feature(doc: dict[str, Any], zone_id: str) -> dict[str, Any]:
     if not isinstance(props, dict):
         raise Problem(422, "properties must be an object", path="$.properties")
     geometry = doc.get("geometry")
-    obj = {k: v for k, v in props.items() if k not in ("version", "updated_at")}
+    obj = {k: v for k, v in props.items() if k not in _VERSION_PROPERTIES}
     obj["id"] = zone_id
     if isinstance(geometry, dict) and geometry.get("type") == "Point":
         obj["center"] = geometry.get("coordinates")
@@ -86,32 +92,3 @@ def parse_zone_document(doc: Any, supervisee_id: str, zone_id: str) -> tuple[dic
         path = _feature_path(exc.path) if is_feature else exc.path
         raise Problem(422, f"invalid zone: {exc.message}", path=path) from exc
     return obj, zone
-
-
-def stored_zones(conn: psycopg.Connection, sid: str) -> list[Zone]:
-    """The supervisee's zones as geofence ``Zone`` values, by id. A stored zone the geofence
-    refuses (written around the API and the importer) is left out and logged, by id."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute("SELECT * FROM zones WHERE supervisee_id = %s ORDER BY id",
-                           (sid,)).fetchall()
-    out = []
-    for r in rows:
-        try:
-            out.append(parse_zone(zone_object(r), sid, "$"))
-        except ZoneError as exc:
-            log.warning("stored zone %s of supervisee %s is invalid at %s", r["id"], sid,
-                        exc.path)
-    return out
-
-
-def zone_object(row: dict[str, Any]) -> dict[str, Any]:
-    """A ``zones`` row as the contract's zone object (what ``parse_zone`` reads)."""
-    obj = {"id": row["id"], "kind": row["kind"], "purpose": row["purpose"]}
-    if row["radius_m"] is not None:
-        obj.update(center=[row["center_lon"], row["center_lat"]], radius_m=row["radius_m"])
-    else:
-        obj["geometry"] = row["geometry"]
-    for key in ("schedule", "margin_m", "confirm_fixes", "escalate_after_s"):
-        if row[key] is not None:
-            obj[key] = row[key]
-    return obj

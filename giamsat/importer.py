@@ -1,8 +1,17 @@
 """``giamsat import FILE``: load registry data (units, supervisees with zones, devices, permits).
 
 All or nothing: the whole document is validated first, every error naming the JSON path of the
-bad record, then written in one transaction. Importing the same document twice changes nothing
-(rows are compared before they are written, so not even ``updated_at`` moves).
+bad record, then written in one transaction through the registry package (the same writers as
+the API). Importing the same document twice changes nothing (rows are compared before they are
+written, so not even ``updated_at`` moves).
+
+Versions (issue 11): a changed zone becomes a new version, and a zone that a supervisee listed in
+the document no longer has is ended by a version, both in force from the import and recorded
+with ``changed_by = 'import'``; the earlier versions stay, so the track and the case export of
+an earlier period still show what was decided then. A permit is known by its supervisee, start,
+end and reason as first granted: the same permit with another category or destination becomes
+a new version; one the officers have revoked or shortened since stays so (an import never undoes
+a revocation).
 """
 
 from __future__ import annotations
@@ -14,10 +23,14 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg.types.json import Jsonb
 
+import registry
+import registry.devices
+import registry.permits
+import registry.supervisees
+import registry.units
+import registry.zones
 from geofence.policy import Permit, PermitRefused, PolicyTable, Supervisee, check_permit
-from geofence.store import load_permits, load_supervisees, load_zones
 from geofence.zones import ZoneError, parse_geometry, parse_zone, zone_columns
 
 SENTENCE_TYPES = ("an_treo", "cai_tao_khong_giam_giu", "tha_tu_truoc_thoi_han",
@@ -309,14 +322,14 @@ def _policy_refusal(conn: psycopg.Connection, row: dict, sups: dict, accepted: d
         supervisee = Supervisee(sid, s["sentence_type"], s["sentence_start"], s["sentence_end"])
         zones = s["zones"]
     else:
-        supervisee = load_supervisees(conn, [sid])[0]
-        zones = load_zones(conn, [sid])
+        supervisee = registry.load_supervisees(conn, [sid])[0]
+        zones = registry.load_zones(conn, [sid])
     dest = None if row["anywhere"] else parse_geometry(row["destination"])
     permit = Permit(sid, row["valid_from"], row["valid_to"], row["reason"], row["category"], dest)
     if sid not in accepted:
-        accepted[sid] = load_permits(conn, [sid])
-    others = [p for p in accepted[sid] if (p.from_ms, p.to_ms, p.reason) !=
-              (permit.from_ms, permit.to_ms, permit.reason)]  # re-import of the same permit
+        accepted[sid] = registry.load_permits(conn, [sid])
+    same = registry.permits.find(conn, sid, row["valid_from"], row["valid_to"], row["reason"])
+    others = [p for p in accepted[sid] if p.id is None or p.id != same]  # a re-import
     try:
         check_permit(permit, supervisee, others, zones, policies)
     except PermitRefused as exc:
@@ -347,121 +360,59 @@ def _unit_order(units: list[dict]) -> list[dict]:
     return out
 
 
-_UPSERT_UNIT = """
-INSERT INTO units (code, name, parent, boundary, ack_within_s) VALUES (%s, %s, %s, %s, %s)
-ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, parent = EXCLUDED.parent,
-    boundary = EXCLUDED.boundary, ack_within_s = EXCLUDED.ack_within_s, updated_at = now()
-WHERE (units.name, units.parent, units.boundary, units.ack_within_s)
-    IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.parent, EXCLUDED.boundary, EXCLUDED.ack_within_s)
-RETURNING (xmax = 0)
-"""
-
-_UPSERT_SUPERVISEE = """
-INSERT INTO supervisees (id, name, sentence_type, sentence_start, sentence_end, unit,
-                         residence_unit)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, sentence_type = EXCLUDED.sentence_type,
-    sentence_start = EXCLUDED.sentence_start, sentence_end = EXCLUDED.sentence_end,
-    unit = EXCLUDED.unit, residence_unit = EXCLUDED.residence_unit, updated_at = now()
-WHERE (s.name, s.sentence_type, s.sentence_start, s.sentence_end, s.unit, s.residence_unit)
-    IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.sentence_type, EXCLUDED.sentence_start,
-                      EXCLUDED.sentence_end, EXCLUDED.unit, EXCLUDED.residence_unit)
-RETURNING (xmax = 0)
-""".replace("INSERT INTO supervisees", "INSERT INTO supervisees AS s")
-
-_ZONE_COLS = ("kind", "purpose", "geometry", "center_lon", "center_lat", "radius_m", "schedule",
-              "margin_m", "confirm_fixes", "escalate_after_s")
-_UPSERT_ZONE = f"""
-INSERT INTO zones AS z (supervisee_id, id, {", ".join(_ZONE_COLS)})
-VALUES (%s, %s, {", ".join(["%s"] * len(_ZONE_COLS))})
-ON CONFLICT (supervisee_id, id) DO UPDATE SET
-    {", ".join(f"{c} = EXCLUDED.{c}" for c in _ZONE_COLS)},
-    version = z.version + 1, updated_at = now()
-WHERE ({", ".join(f"z.{c}" for c in _ZONE_COLS)})
-    IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in _ZONE_COLS)})
-RETURNING (xmax = 0)
-"""
-
-_INSERT_PERMIT = """
-INSERT INTO permits (supervisee_id, valid_from, valid_to, reason, category, destination,
-                     anywhere, granted_by)
-VALUES (%s, %s, %s, %s, %s, %s, %s, 'import')
-ON CONFLICT (supervisee_id, valid_from, valid_to, reason) DO NOTHING
-RETURNING id
-"""
-
-
-def _outcome(row: tuple | None) -> str:
-    if row is None:
-        return "unchanged"
-    return "created" if row[0] else "updated"
-
-
-def _json(value: Any) -> Jsonb | None:
-    return None if value is None else Jsonb(value)
-
-
 def apply(conn: psycopg.Connection, plan: _Plan) -> ImportSummary:
     """Write a validated plan in the caller's transaction."""
     summary = ImportSummary()
     for u in _unit_order(plan.units):
-        row = conn.execute(_UPSERT_UNIT, (u["code"], u["name"], u["parent"],
-                                          _json(u["boundary"]), u["ack_within_s"])).fetchone()
-        summary.add("units", _outcome(row))
+        summary.add("units", registry.units.upsert_unit(conn, u["code"], u["name"], u["parent"],
+                                               u["boundary"], u["ack_within_s"]))
     for s in plan.supervisees:
-        row = conn.execute(_UPSERT_SUPERVISEE, (s["id"], s["name"], s["sentence_type"],
-                                                s["sentence_start"], s["sentence_end"],
-                                                s["unit"], s["residence_unit"])).fetchone()
-        summary.add("supervisees", _outcome(row))
+        summary.add("supervisees", registry.supervisees.upsert_supervisee(
+            conn, s["id"], s["name"], s["sentence_type"], s["sentence_start"], s["sentence_end"],
+            s["unit"], s["residence_unit"]))
     _apply_zones(conn, plan, summary)
     for d in plan.devices:
-        summary.add("devices", _apply_device(conn, d))
+        summary.add("devices", registry.devices.set_wearer(conn, d["id"], d["supervisee"],
+                                                           by=IMPORTER))
     for p in plan.permits:
-        row = conn.execute(_INSERT_PERMIT, (p["supervisee_id"], p["valid_from"], p["valid_to"],
-                                            p["reason"], p["category"], _json(p["destination"]),
-                                            p["anywhere"])).fetchone()
-        summary.add("permits", "created" if row else "unchanged")
+        summary.add("permits", _apply_permit(conn, p))
     if summary.changed:
-        conn.execute("UPDATE registry_version SET version = version + 1")
+        registry.bump(conn)
     return summary
+
+
+IMPORTER = "import"  # changed_by / granted_by of what an import writes
 
 
 def _apply_zones(conn: psycopg.Connection, plan: _Plan, summary: ImportSummary) -> None:
     for z in plan.zones:
-        values = [z[c] for c in _ZONE_COLS]
-        values[2] = _json(values[2])   # geometry
-        values[6] = _json(values[6])   # schedule
-        row = conn.execute(_UPSERT_ZONE, (z["supervisee_id"], z["id"], *values)).fetchone()
-        summary.add("zones", _outcome(row))
-    # The document lists each imported supervisee's zones in full: drop the ones it no longer has.
+        outcome, _ = registry.zones.put_zone(conn, z["supervisee_id"], z["id"], z,
+                                             changed_by=IMPORTER)
+        summary.add("zones", outcome)
+    # The document lists each imported supervisee's zones in full: end the ones it no longer
+    # has (a version saying so; what they decided before stays on record).
     for s in plan.supervisees:
-        keep = [z.id for z in s["zones"]]
-        cur = conn.execute("DELETE FROM zones WHERE supervisee_id = %s AND NOT (id = ANY(%s))",
-                           (s["id"], keep))
-        for _ in range(cur.rowcount):
-            summary.add("zones", "updated")
+        keep = {z.id for z in s["zones"]}
+        for row in registry.zones.zone_rows(conn, [s["id"]]):
+            if row["id"] not in keep and registry.zones.end_zone(
+                    conn, s["id"], row["id"], changed_by=IMPORTER,
+                    reason="not in the imported document"):
+                summary.add("zones", "updated")
 
 
-def _apply_device(conn: psycopg.Connection, d: dict) -> str:
-    row = conn.execute("SELECT supervisee_id FROM devices WHERE id = %s", (d["id"],)).fetchone()
-    if row is None:
-        conn.execute("INSERT INTO devices (id, supervisee_id) VALUES (%s, %s)",
-                     (d["id"], d["supervisee"]))
-        _open_assignment(conn, d)
+def _apply_permit(conn: psycopg.Connection, p: dict) -> str:
+    sid, start, end, reason = p["supervisee_id"], p["valid_from"], p["valid_to"], p["reason"]
+    granted = registry.permits.grant(conn, sid, valid_from=start, valid_to=end, reason=reason,
+                                     category=p["category"], destination=p["destination"],
+                                     granted_by=IMPORTER)
+    if granted is not None:
         return "created"
-    if row[0] == d["supervisee"]:
-        return "unchanged"
-    conn.execute("UPDATE devices SET supervisee_id = %s WHERE id = %s", (d["supervisee"], d["id"]))
-    conn.execute("UPDATE device_assignments SET unassigned_at = now() "
-                 "WHERE device_id = %s AND unassigned_at IS NULL", (d["id"],))
-    _open_assignment(conn, d)
-    return "updated"
-
-
-def _open_assignment(conn: psycopg.Connection, d: dict) -> None:
-    if d["supervisee"] is not None:
-        conn.execute("INSERT INTO device_assignments (device_id, supervisee_id, assigned_by) "
-                     "VALUES (%s, %s, 'import')", (d["id"], d["supervisee"]))
+    pid = registry.permits.find(conn, sid, start, end, reason)
+    assert pid is not None  # the grant conflicted with it
+    changed = registry.permits.amend(conn, pid, category=p["category"],
+                                     destination=p["destination"], changed_by=IMPORTER,
+                                     reason="changed in the imported document")
+    return "unchanged" if changed is None else "updated"
 
 
 def import_document(conn: psycopg.Connection, doc: dict,

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from alerts.decide import recovery, watch
+import registry
+from alerts.decide import recovery
 from alerts.metrics import AlertMetrics
 from alerts.model import Change, ms_to_dt
 from alerts.rules import apply_all
@@ -84,10 +85,10 @@ class Decider:
         s = self.settings
         fence = Fence(policies=self.policies, margin_m=s.margin_m, confirm_fixes=s.confirm_fixes,
                       max_accuracy_m=s.max_accuracy_m, tz=s.timezone)
-        fence_store.load_fence(self.conn, fence, now_ms=self.clock_ms())
+        registry.load_fence(self.conn, fence, now_ms=self.clock_ms())
         self._fence = fence
-        self.registry_version = watch.registry_version(self.conn)
-        self.fingerprints = watch.fingerprints(self.conn)
+        self.registry_version = registry.stamp(self.conn)
+        self.fingerprints = registry.fingerprints(self.conn)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -145,12 +146,11 @@ class Decider:
     def reload(self) -> None:
         """Reload the supervisees whose zones, permits or sentence changed (incremental)."""
         conn, now = self.conn, self.clock_ms()
-        version = watch.registry_version(conn)
-        fingerprints = watch.fingerprints(conn)
-        changed = watch.changed(self.fingerprints, fingerprints)
+        version = registry.stamp(conn)
+        fingerprints, changed = registry.changes(conn, self.fingerprints)
         transitions = []
         for sid in changed:
-            transitions += fence_store.reload_supervisee(conn, self.fence, sid, now_ms=now)
+            transitions += registry.reload_supervisee(conn, self.fence, sid, now_ms=now)
         transitions += self.fence.tick(now)  # new or changed zones against the last fix
         transitions = _zone_transitions(transitions)
         with conn.transaction():

@@ -1,6 +1,7 @@
 """Replay: re-decide one supervisee's period from the stored fixes with the live engine.
 
-- as it was: the zones and permits of the registry, from an empty decision state at ``from``;
+- as it was: the zones and permits of the registry in force at each instant (their versions),
+  from an empty decision state at ``from``;
   the transitions must reproduce the zone alert changes that the service recorded for that
   period (``alert_history``), and ``differences`` lists any that do not (a self-check);
 - what if: the same fixes against a proposed set of zones and permits; nothing is stored or
@@ -21,11 +22,12 @@ from typing import Any
 import numpy as np
 import psycopg
 
+import registry
 from alerts.model import ZONE_TYPES, ms_to_dt
-from geofence import store as fence_store
 from geofence.fence import Fence
 from geofence.policy import Permit, PolicyTable
 from geofence.replay import replay as geofence_replay
+from geofence.transitions import Transition
 from geofence.zones import Zone
 
 CHUNK = 500_000  # fixes read and decided at once
@@ -78,25 +80,53 @@ def replay(conn: psycopg.Connection, settings: Any, supervisee_id: str, from_ms:
            permits: Sequence[Permit] | None = None,
            policies: PolicyTable | None = None) -> ReplayResult:
     """Re-decide ``[from_ms, to_ms)`` of one supervisee (see the module docstring). With
-    ``zones`` and/or ``permits`` it is a what-if run (the other comes from the registry)."""
-    sups = fence_store.load_supervisees(conn, [supervisee_id])
+    ``zones`` and/or ``permits`` it is a what-if run (the other comes from the registry).
+
+    The registry's zones and permits are the versions in force at each instant: the period is
+    cut where a version starts or ends, and each piece is decided against its versions from the
+    decision state the previous piece ended with, as the live fence reloads an edited zone."""
+    sups = registry.load_supervisees(conn, [supervisee_id])
     if not sups:
         raise LookupError(f"no supervisee {supervisee_id!r}")
     what_if = zones is not None or permits is not None
-    ids = [supervisee_id]
-    zs = list(fence_store.load_zones(conn, ids) if zones is None else zones)
-    ps = list(fence_store.load_permits(conn, ids) if permits is None else permits)
     ts, lon, lat, acc = _fixes(conn, supervisee_id, from_ms, to_ms)
-    out = geofence_replay(sups[0], zs, ps, ts, lon, lat, acc, until_ms=to_ms,
-                          make_fence=lambda: _fence(settings, policies), policy_on_ms=from_ms)
+    transitions: list[Transition] = []
+    state = None
+    for start, end, zs, ps in _pieces(conn, supervisee_id, from_ms, to_ms, zones, permits):
+        part = (ts >= start) & (ts < end)
+        out = geofence_replay(sups[0], zs, ps, ts[part], lon[part], lat[part], acc[part],
+                              start_state=state, until_ms=end,
+                              make_fence=lambda: _fence(settings, policies), policy_on_ms=from_ms)
+        transitions += out.transitions
+        state = out.state
     result = ReplayResult(supervisee_id, from_ms, to_ms, fixes=len(ts))
     result.changes = [Change(t.zone_id, t.alert_type, t.active, t.ts_ms, t.since_ms)
-                      for t in out.transitions
+                      for t in transitions
                       if from_ms <= t.ts_ms < to_ms and t.alert_type in ZONE_TYPES]
     if not what_if:
         result.recorded = recorded_changes(conn, supervisee_id, from_ms, to_ms)
         result.differences = differences(result.recorded, result.changes)
     return result
+
+
+def _pieces(conn: psycopg.Connection, sid: str, from_ms: int, to_ms: int,
+            zones: Sequence[Zone] | None, permits: Sequence[Permit] | None,
+            ) -> list[tuple[int, int, list[Zone], list[Permit]]]:
+    """[start, end) pieces of the period with the zones and permits in force in each: the
+    proposed ones where given, else the registry's versions."""
+    zv = [] if zones is not None else registry.zones_in_force(conn, sid, from_ms, to_ms)
+    pv = [] if permits is not None else registry.permits_in_force(conn, sid, from_ms, to_ms)
+    edges = {e for v in (*zv, *pv) for e in (v.effective_from_ms, v.effective_to_ms)
+             if e is not None and from_ms < e < to_ms}
+    cuts = sorted({from_ms, to_ms} | edges)
+
+    def holds(v: Any, at: int) -> bool:
+        return ((v.effective_from_ms is None or v.effective_from_ms <= at)
+                and (v.effective_to_ms is None or at < v.effective_to_ms))
+
+    return [(a, b, list(zones) if zones is not None else [v.zone for v in zv if holds(v, a)],
+             list(permits) if permits is not None else [v.permit for v in pv if holds(v, a)])
+            for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
 def _fence(settings: Any, policies: PolicyTable | None) -> Fence:

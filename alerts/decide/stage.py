@@ -29,9 +29,9 @@ from typing import Any
 
 import psycopg
 
+import registry
 from alerts.decide.decisions import Decider
 from alerts.decide.jobs import Jobs, run_sweeps
-from alerts.decide.watch import registry_version
 from alerts.delivery.deliverer import Deliverer, wall_ms
 from alerts.metrics import AlertMetrics
 from alerts.model import Change
@@ -259,7 +259,7 @@ class DecideStage:
                 self.tick()
 
         def registry_job() -> None:
-            jobs.run("registry", lambda c: registry_version(c) != self.registry_version
+            jobs.run("registry", lambda c: registry.stamp(c) != self.registry_version
                      and self.reload_registry())
 
         jobs.every(every, "sweeps", sweeps_job)

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Body, HTTPException, Query
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
+import registry.devices
 from api.deps import Caller, Conn, Ctx, audit
 from api.registry import DeviceId, bump_registry, supervisee
 from api.scope import Scope
@@ -70,10 +71,7 @@ def list_devices(caller: Caller, conn: Conn,
 
 
 def _assign(conn: psycopg.Connection, ctx: Any, caller: Scope, device_id: str, sid: str) -> None:
-    conn.execute("UPDATE devices SET supervisee_id = %s WHERE id = %s", (sid, device_id))
-    conn.execute("INSERT INTO device_assignments (device_id, supervisee_id, assigned_at, "
-                 "assigned_by) VALUES (%s, %s, %s, %s)",
-                 (device_id, sid, ctx.now(), caller.username))
+    registry.devices.assign(conn, device_id, sid, by=caller.username, now=ctx.now())
     bump_registry(conn)
     audit(conn, ctx, caller, "device.assign", device_id, {"supervisee_id": sid})
 
@@ -86,9 +84,7 @@ def create_device(ctx: Ctx, caller: Caller, conn: Conn,
     caller.require_admin()
     if body.supervisee_id is not None:
         supervisee(conn, caller, body.supervisee_id)
-    created = conn.execute("INSERT INTO devices (id, registered_at) VALUES (%s, %s) "
-                           "ON CONFLICT (id) DO NOTHING", (body.id, ctx.now())).rowcount
-    if not created:
+    if not registry.devices.register(conn, body.id, ctx.now()):
         raise HTTPException(409, f"device {body.id!r} exists already / thiết bị đã tồn tại")
     audit(conn, ctx, caller, "device.create", body.id)
     if body.supervisee_id is not None:
@@ -128,9 +124,7 @@ def unassign_device(device_id: DeviceId, ctx: Ctx, caller: Caller, conn: Conn) -
     row = _visible(conn, caller, device_id)
     if row["supervisee_id"] is None:
         raise HTTPException(409, f"device {device_id!r} is not assigned / thiết bị chưa được gán")
-    conn.execute("UPDATE device_assignments SET unassigned_at = %s "
-                 "WHERE device_id = %s AND unassigned_at IS NULL", (ctx.now(), device_id))
-    conn.execute("UPDATE devices SET supervisee_id = NULL WHERE id = %s", (device_id,))
+    registry.devices.unassign(conn, device_id, ctx.now())
     bump_registry(conn)
     audit(conn, ctx, caller, "device.unassign", device_id,
           {"supervisee_id": row["supervisee_id"]})

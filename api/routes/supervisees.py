@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import psycopg
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Response
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
+import registry.zones
 from alerts.lifecycle import violation_summary
 from api.deps import Caller, Conn, Ctx, audit
-from api.registry import SuperviseeId, bump_registry, supervisee
-from api.wire import collection, feature, point, to_ms
+from api.registry import SuperviseeId, bump_registry, refused, supervisee
+from api.wire import MAX_MS, MIN_MS, collection, feature, point, to_dt, to_ms
 from api.zonejson import parse_zone_document, zone_feature
 from geofence.zones import zone_columns
 
@@ -52,11 +53,18 @@ def list_supervisees(caller: Caller, conn: Conn,
     return [_summary(r) for r in rows]
 
 
-def _zones(conn: psycopg.Connection, sid: str) -> dict:
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute("SELECT * FROM zones WHERE supervisee_id = %s ORDER BY id",
-                           (sid,)).fetchall()
-    return collection([zone_feature(r) for r in rows], supervisee_id=sid)
+AtMs = Annotated[int | None, Query(ge=MIN_MS, le=MAX_MS, description=(
+    "UTC epoch ms: the zone versions in force at that instant (default: now)"))]
+EffectiveMs = Annotated[int | None, Query(ge=MIN_MS, le=MAX_MS, description=(
+    "UTC epoch ms from which the change is in force (default: now; never in the past)"))]
+ChangeReason = Annotated[str | None, Query(max_length=1000, description="why (kept with the "
+                                                                        "version)")]
+
+
+def _zones(conn: psycopg.Connection, sid: str, at: datetime | None = None) -> dict:
+    rows = registry.zones.zone_rows(conn, [sid], at)
+    return collection([zone_feature(r) for r in rows], supervisee_id=sid,
+                      **({} if at is None else {"at": to_ms(at)}))
 
 
 def last_position(conn: psycopg.Connection, device_id: str | None) -> dict | None:
@@ -93,22 +101,24 @@ def get_supervisee(sid: SuperviseeId, ctx: Ctx, caller: Caller, conn: Conn) -> d
 
 
 @router.get("/supervisees/{sid}/zones", responses={404: {"description": "not in your scope"}})
-def get_zones(sid: SuperviseeId, caller: Caller, conn: Conn) -> dict:
-    """The supervisee's zones as a GeoJSON FeatureCollection (circles: Point + radius_m)."""
+def get_zones(sid: SuperviseeId, caller: Caller, conn: Conn, at: AtMs = None) -> dict:
+    """The supervisee's zones in force now, or at ``at``, as a GeoJSON FeatureCollection
+    (circles: Point + radius_m; each with its ``version``, ``effective_from``, ``changed_by``)."""
     supervisee(conn, caller, sid)
-    return _zones(conn, sid)
+    return _zones(conn, sid, None if at is None else to_dt(at))
 
 
-_ZONE_COLS = ("kind", "purpose", "geometry", "center_lon", "center_lat", "radius_m", "schedule",
-              "margin_m", "confirm_fixes", "escalate_after_s")
-_UPSERT_ZONE = f"""
-INSERT INTO zones AS z (supervisee_id, id, {", ".join(_ZONE_COLS)})
-VALUES (%(sid)s, %(id)s, {", ".join(f"%({c})s" for c in _ZONE_COLS)})
-ON CONFLICT (supervisee_id, id) DO UPDATE SET
-    {", ".join(f"{c} = EXCLUDED.{c}" for c in _ZONE_COLS)},
-    version = z.version + 1, updated_at = now()
-RETURNING *, (xmax = 0) AS created
-"""
+@router.get("/supervisees/{sid}/zones/{zone_id}/versions",
+            responses={404: {"description": "no such zone in your scope"}})
+def zone_versions(sid: SuperviseeId, zone_id: ZoneId, caller: Caller, conn: Conn) -> dict:
+    """Every version of one zone, oldest first, as a FeatureCollection: each in force over
+    [``effective_from``, ``effective_to``) (null: open end); a removal is a version with
+    ``ended: true`` and no geometry."""
+    supervisee(conn, caller, sid)
+    rows = registry.zones.zone_history(conn, sid, zone_id)
+    if not rows:
+        raise HTTPException(404, f"no zone {zone_id!r} / không có vùng")
+    return collection([zone_feature(r) for r in rows], supervisee_id=sid, zone_id=zone_id)
 
 _ZONE_EXAMPLE = {
     "type": "Feature",
@@ -127,29 +137,42 @@ def put_zone(sid: SuperviseeId, zone_id: ZoneId, ctx: Ctx, caller: Caller, conn:
                  description="a GeoJSON Feature (properties: kind, purpose, schedule, "
                              "margin_m, confirm_fixes, escalate_after_s; a circle is a Point "
                              "with properties.radius_m) or the contract's zone object",
-                 openapi_examples={"polygon": {"value": _ZONE_EXAMPLE}})]) -> dict:
-    """Create or replace one zone; the pipeline reloads it (registry version bumped)."""
+                 openapi_examples={"polygon": {"value": _ZONE_EXAMPLE}})],
+             effective_from: EffectiveMs = None, reason: ChangeReason = None) -> dict:
+    """Create or change one zone: a new version in force from ``effective_from`` (default now),
+    recorded as yours; the earlier versions stay (``.../versions``). The pipeline reloads it
+    (registry version bumped). The same zone again writes nothing (200)."""
     supervisee(conn, caller, sid)
     obj, zone = parse_zone_document(body, sid, zone_id)
-    values = zone_columns(obj, zone)
-    values["geometry"] = Jsonb(values["geometry"]) if values["geometry"] else None
-    values["schedule"] = Jsonb(values["schedule"]) if values["schedule"] else None
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(_UPSERT_ZONE, {"sid": sid, "id": zone_id, **values}).fetchone()
-    bump_registry(conn)
-    audit(conn, ctx, caller, "zone.put", sid, {"zone_id": zone_id, "version": row["version"]})
-    response.status_code = 201 if row["created"] else 200
+    try:
+        outcome, row = registry.zones.put_zone(
+            conn, sid, zone_id, zone_columns(obj, zone), changed_by=caller.username,
+            now=ctx.now(), effective_from=None if effective_from is None else to_dt(effective_from),
+            reason=reason)
+    except registry.ChangeRefused as exc:
+        raise refused(exc) from exc
+    if outcome != "unchanged":
+        bump_registry(conn)
+        audit(conn, ctx, caller, "zone.put", sid, {"zone_id": zone_id, "version": row["version"]})
+    response.status_code = 201 if outcome == "created" else 200
     return zone_feature(row)
 
 
 @router.delete("/supervisees/{sid}/zones/{zone_id}", status_code=204,
                responses={404: {"description": "no such zone in your scope"}})
 def delete_zone(sid: SuperviseeId, zone_id: ZoneId, ctx: Ctx, caller: Caller,
-                conn: Conn) -> Response:
-    """Remove one zone; the pipeline reloads (registry version bumped)."""
+                conn: Conn, effective_from: EffectiveMs = None,
+                reason: ChangeReason = None) -> Response:
+    """End one zone from ``effective_from`` (default now) with a version saying so; what it
+    decided before stays on record. The pipeline reloads (registry version bumped)."""
     supervisee(conn, caller, sid)
-    gone = conn.execute("DELETE FROM zones WHERE supervisee_id = %s AND id = %s",
-                        (sid, zone_id)).rowcount
+    try:
+        gone = registry.zones.end_zone(
+            conn, sid, zone_id, changed_by=caller.username, now=ctx.now(),
+            effective_from=None if effective_from is None else to_dt(effective_from),
+            reason=reason)
+    except registry.ChangeRefused as exc:
+        raise refused(exc) from exc
     if not gone:
         raise HTTPException(404, f"no zone {zone_id!r} / không có vùng")
     bump_registry(conn)

@@ -10,12 +10,14 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse
 from psycopg.rows import dict_row
 
+import registry.permits
+import registry.zones
 from api import case_export, track
 from api.deps import Caller, Conn, Ctx, audit
 from api.registry import SuperviseeId, supervisee
-from api.routes.permits import list_permits
-from api.routes.supervisees import get_zones
+from api.routes.permits import permit_json
 from api.wire import MAX_MS, MIN_MS, to_dt, to_ms
+from api.zonejson import zone_feature
 
 router = APIRouter(prefix="/api/v1", tags=["supervisees"])
 
@@ -45,9 +47,9 @@ def get_track(sid: SuperviseeId, ctx: Ctx, caller: Caller, conn: Conn, start: Fr
               end: ToMs) -> dict:
     """The stored fixes of the devices the supervisee wore in [from, to), oldest first, as a
     GeoJSON FeatureCollection of Points (``properties``: ``ts``, ``seq``, ``acc``, device, and
-    the ``decision`` recomputed by the geofence engine against the current zones and permits:
-    see ``api.track``). At most 50,000 fixes (``truncated`` says when there were more); the
-    alerts of the period ride along in ``alerts``. Audited."""
+    the ``decision`` recomputed by the geofence engine against the zone and permit versions in
+    force at the fix's time: see ``api.track``). At most 50,000 fixes (``truncated`` says when
+    there were more); the alerts of the period ride along in ``alerts``. Audited."""
     supervisee(conn, caller, sid)
     a, b = _range(start, end)
     t = _load(ctx, conn, sid, a, b)
@@ -71,17 +73,19 @@ def _history(conn, alert_ids: list[int]) -> dict[int, list[dict]]:
 def case_export_page(sid: SuperviseeId, ctx: Ctx, caller: Caller, conn: Conn, start: FromMs,
                      end: ToMs) -> HTMLResponse:
     """One supervisee, one period, as a self-contained printable HTML page: track summary and
-    sketch, fixes with decisions, zones, permits, alerts and their history. Audited."""
+    sketch, fixes with decisions, the zone and permit versions in force during the period,
+    alerts and their history. Audited."""
     sup = supervisee(conn, caller, sid)
     a, b = _range(start, end)
     t = _load(ctx, conn, sid, a, b)
     with conn.cursor(row_factory=dict_row) as cur:
         unit = cur.execute("SELECT code, name FROM units WHERE code = %s",
                            (sup["unit"],)).fetchone()
-    permits = [p for p in list_permits(sid, caller, conn)
+    permits = [p for p in map(permit_json, registry.permits.permit_rows_over(conn, sid, start, end))
                if p["valid_from"] < end and p["valid_to"] > start]
+    zones = [zone_feature(r) for r in registry.zones.zone_rows_over(conn, sid, start, end)]
     page = case_export.render(
-        sup=sup, unit=unit, zones=get_zones(sid, caller, conn)["features"], permits=permits,
+        sup=sup, unit=unit, zones=zones, permits=permits,
         track=t, history=_history(conn, [x["id"] for x in t.alerts]), start_ms=start,
         end_ms=end, generated_ms=to_ms(ctx.now()), officer=caller.username,
         tz=ctx.settings.timezone)

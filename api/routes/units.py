@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 import psycopg
 from fastapi import APIRouter, Body, HTTPException, Path, Query
-from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field
 
+import registry.units
 from api.deps import Caller, Conn, Ctx, audit
 from api.errors import Problem
 from api.scope import Scope, descendants
@@ -32,7 +32,7 @@ class UnitCreate(UnitIn):
     code: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-_COLUMNS = "code, name, parent, ack_within_s"
+_COLUMNS = registry.units.COLUMNS
 
 
 def _unit(row: tuple, boundary: Any = None, with_boundary: bool = False) -> dict:
@@ -98,10 +98,8 @@ def create_unit(ctx: Ctx, caller: Caller, conn: Conn, unit: Annotated[UnitCreate
     """Create a unit (admin)."""
     caller.require_admin()
     _check(conn, unit.code, unit)
-    row = conn.execute(
-        "INSERT INTO units (code, name, parent, boundary, ack_within_s) "
-        f"VALUES (%s, %s, %s, %s, %s) ON CONFLICT (code) DO NOTHING RETURNING {_COLUMNS}",
-        (unit.code, unit.name, unit.parent, _json(unit.boundary), unit.ack_within_s)).fetchone()
+    row = registry.units.create_unit(conn, unit.code, unit.name, unit.parent, unit.boundary,
+                                     unit.ack_within_s)
     if row is None:
         raise HTTPException(409, f"unit {unit.code!r} exists already / đơn vị đã tồn tại")
     audit(conn, ctx, caller, "unit.create", unit.code)
@@ -114,15 +112,10 @@ def update_unit(code: UnitCode, ctx: Ctx, caller: Caller, conn: Conn,
     """Replace a unit's name, parent, boundary and acknowledgement time (admin)."""
     caller.require_admin()
     _check(conn, code, unit)
-    row = conn.execute(
-        "UPDATE units SET name = %s, parent = %s, boundary = %s, ack_within_s = %s, "
-        f"updated_at = now() WHERE code = %s RETURNING {_COLUMNS}",
-        (unit.name, unit.parent, _json(unit.boundary), unit.ack_within_s, code)).fetchone()
+    row = registry.units.update_unit(conn, code, unit.name, unit.parent, unit.boundary,
+                                     unit.ack_within_s)
     if row is None:
         raise HTTPException(404, f"no unit {code!r} / không có đơn vị")
     audit(conn, ctx, caller, "unit.update", code)
     return _unit(row, unit.boundary, True)
 
-
-def _json(value: Any) -> Jsonb | None:
-    return None if value is None else Jsonb(value)

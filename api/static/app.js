@@ -39,7 +39,7 @@ const state = {
   supToken: 0,
   supervisees: [],
   supSearch: '',
-  selectedSup: null,  // {id, detail, zones, track}
+  selectedSup: null,  // {id, detail, zones, track, permits}
   positions: null,
   report: null,
   timers: [],
@@ -744,13 +744,14 @@ async function selectSupervisee(id) {
   renderSupPanel();
   const now = Date.now();
   const enc = encodeURIComponent(id);
-  const [detail, zones, track] = await Promise.all([
+  const [detail, zones, track, permits] = await Promise.all([
     api.get(`/supervisees/${enc}`).catch(() => null),
     api.get(`/supervisees/${enc}/zones`).catch(() => null),
     api.get(`/supervisees/${enc}/track`, { from: now - DAY_MS, to: now }).catch(() => null),
+    api.get(`/supervisees/${enc}/permits`).catch(() => null),
   ]);
   if (token !== state.supToken) return;
-  state.selectedSup = { id, loaded: true, detail, zones, track };
+  state.selectedSup = { id, loaded: true, detail, zones, track, permits };
   let bounds = null;
   if (zones) bounds = state.map.setZones(id, zones).getBounds();
   const tb = state.map.setTrack(track);
@@ -776,6 +777,45 @@ function zoneSummary(f) {
   return h('li', { class: `zone-item zone-${p.kind} ${p.purpose === 'protection' ? 'zone-protection' : ''}` },
     h('strong', {}, p.id || f.id || ''), ` · ${parts.join(' · ')}`,
     sched ? h('div', { class: 'muted' }, `${t('zone.schedule')}: ${sched}`) : null);
+}
+
+// A permit's revocation or shortening is a new version on the server (the earlier ones stay);
+// the officer gives a reason, and a shortened permit's new end in local time.
+function permitItem(p, supId) {
+  const now = Date.now();
+  const ends = p.ends_at;
+  const note = ends == null ? t('permit.never')
+    : p.revoked_at != null ? t('permit.revoked', { at: formatDateTime(p.revoked_at) }) : null;
+  return h('li', { class: 'permit-item', dataset: { permit: String(p.id) } },
+    h('strong', {}, `#${p.id}`), ` ${formatDateTime(p.valid_from)} – ${formatDateTime(ends ?? p.valid_to)} · ${p.reason}`,
+    note ? h('div', { class: 'muted' }, note) : null,
+    ends != null && ends > now ? permitActions(p, supId) : null);
+}
+
+function permitActions(p, supId) {
+  const reason = h('input', { type: 'text', maxlength: 1000, class: 'permit-reason', placeholder: t('permit.reason'), 'aria-label': t('permit.reason') });
+  const until = h('input', { type: 'datetime-local', class: 'permit-until', 'aria-label': t('permit.until') });
+  const change = async (kind) => {
+    const why = reason.value.trim();
+    if (!why) { toast(t('permit.reason.needed'), 'error'); reason.focus(); return; }
+    if (kind === 'shorten' && !until.value) { toast(t('permit.until.needed'), 'error'); until.focus(); return; }
+    const body = kind === 'shorten' ? { valid_to: new Date(until.value).getTime(), reason: why } : { reason: why };
+    try {
+      await api.post(`/permits/${p.id}/${kind}`, body);
+      toast(t(`permit.${kind}.done`, { id: p.id }));
+      const permits = await api.get(`/supervisees/${encodeURIComponent(supId)}/permits`);
+      if (state.selectedSup && state.selectedSup.id === supId) {
+        state.selectedSup.permits = permits;
+        renderSupPanel();
+      }
+    } catch (e) {
+      toast(errorMessage(e), 'error');
+    }
+  };
+  return h('div', { class: 'permit-actions' }, reason,
+    h('button', { type: 'button', class: 'permit-revoke', onclick: () => change('revoke') }, t('permit.revoke')),
+    until,
+    h('button', { type: 'button', class: 'permit-shorten', onclick: () => change('shorten') }, t('permit.shorten')));
 }
 
 function renderSupPanel() {
@@ -819,6 +859,9 @@ function renderSupPanel() {
     sel.loaded ? h('h3', {}, t('sup.zones')) : null,
     sel.loaded ? h('ul', { class: 'zone-list' }, ...(sel.zones && asList(sel.zones.features).length
       ? sel.zones.features.map(zoneSummary) : [h('li', { class: 'muted' }, t('sup.zones.none'))])) : null,
+    sel.loaded ? h('h3', {}, t('sup.permits')) : null,
+    sel.loaded ? h('ul', { class: 'permit-list', id: 'permit-list' }, ...(Array.isArray(sel.permits) && sel.permits.length
+      ? sel.permits.map((p) => permitItem(p, sel.id)) : [h('li', { class: 'muted' }, t('sup.permits.none'))])) : null,
     sel.loaded ? h('h3', {}, t('sup.track')) : null,
     sel.loaded ? h('p', {}, nTrack ? t('sup.track.count', { n: nTrack }) : t('sup.track.none')) : null,
     sel.loaded && alerts.length ? h('h3', {}, t('nav.alerts')) : null,

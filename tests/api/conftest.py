@@ -57,6 +57,7 @@ class World:
 
     now_ms: int
     alerts: dict[str, int] = field(default_factory=dict)  # name -> alert id
+    permits: dict[str, int] = field(default_factory=dict)  # name -> permit id
     dead_letters: list[int] = field(default_factory=list)
 
 
@@ -142,6 +143,13 @@ def seed(conn: psycopg.Connection, now_ms: int = T0 + 3_600_000) -> World:
                      "'curfew', %s, %s, 300, %s)",
                      (SV_B, lon_b, LAT0, Jsonb([{"days": [1, 2, 3, 4, 5, 6, 7],
                                                  "start": "22:00", "end": "05:00"}])))
+        for name, day in (("a_june", 1), ("a_june_later", 20)):  # two trips, far from the fixes
+            world.permits[name] = conn.execute(
+                "INSERT INTO permits (supervisee_id, valid_from, valid_to, reason, category, "
+                "anywhere, granted_by) VALUES (%s, %s, %s, %s, 'family', true, 'xa.a') "
+                "RETURNING id", (SV_A, _ts(T0 + (150 + day) * 86_400_000),
+                                 _ts(T0 + (153 + day) * 86_400_000), f"đám cưới {day}")
+            ).fetchone()[0]
         _fixes(conn, DEV_A, SV_A, LAT0, lon_a, T0)
         _fixes(conn, DEV_B, SV_B, LAT0, lon_b, T0)
         _fixes(conn, DEV_X, SV_X, LAT0, LON0 + 1, T0)

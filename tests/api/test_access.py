@@ -95,6 +95,15 @@ CASES = [
     Case("GET", "/api/v1/supervisees/{sid}/permits", A + "/permits", "xa.a", 200, "xa.b"),
     Case("POST", "/api/v1/supervisees/{sid}/permits", A + "/permits", "xa.a", 201, "xa.b",
          json=PERMIT, check="khám bệnh"),
+    Case("GET", "/api/v1/supervisees/{sid}/zones/{zone_id}/versions",
+         A + "/zones/residence/versions", "xa.a", 200, "xa.b", check="changed_by"),
+    Case("GET", "/api/v1/permits/{pid}/versions", "/api/v1/permits/{permit:a_june}/versions",
+         "xa.a", 200, "xa.b", check="đám cưới"),
+    Case("POST", "/api/v1/permits/{pid}/shorten", "/api/v1/permits/{permit:a_june}/shorten",
+         "xa.a", 200, "xa.b", json={"valid_to": T0 + 152 * 86_400_000, "reason": "về sớm"},
+         check="về sớm"),
+    Case("POST", "/api/v1/permits/{pid}/revoke", "/api/v1/permits/{permit:a_june_later}/revoke",
+         "tinh.t", 200, "xa.b", json={"reason": "vi phạm"}, check="revoked_at"),
     Case("GET", "/api/v1/supervisees/{sid}/track", A + "/track", "xa.a", 200, "xa.b",
          params=TRACK, check="FeatureCollection"),
     Case("POST", "/api/v1/supervisees/{sid}/replay", A + "/replay", "tinh.t", 200, "tinh.x",
@@ -143,6 +152,8 @@ def _url(case: Case, api) -> str:
     url = case.url
     for name, alert_id in api.world.alerts.items():
         url = url.replace(f"{{alert:{name}}}", str(alert_id))
+    for name, permit_id in api.world.permits.items():
+        url = url.replace(f"{{permit:{name}}}", str(permit_id))
     return url
 
 

@@ -637,3 +637,67 @@ def test_a_refresh_brings_the_officers_new_unit(browser, db_url: str, seeded: Se
         assert "Bên cạnh" in d.find_element(By.ID, "who").text
         assert d.find_element(By.ID, "login-view").get_attribute("hidden") is not None
         wait.until(lambda _: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
+
+
+def test_an_officer_revokes_and_shortens_a_permit(browser, db_url: str, seeded: Seed,
+                                                  tmp_path: Path):
+    """The supervisee panel lists the permits; the officer revokes one (it had not started: it
+    never applies) and shortens another, each with a reason: both are new versions, by them."""
+    from datetime import UTC, datetime
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    day = 86_400_000
+    now = seeded.now_ms
+    ids = {}
+    with connect(db_url) as conn:
+        for reason, start, end in (("thăm bà ngoại", 1, 4), ("đi làm mùa vụ", 10, 15)):
+            ids[reason] = conn.execute(
+                "INSERT INTO permits (supervisee_id, valid_from, valid_to, reason, category, "
+                "anywhere, granted_by) VALUES (%s, %s, %s, %s, 'family', true, %s) RETURNING id",
+                (SUPERVISEE, datetime.fromtimestamp((now + start * day) / 1000, UTC),
+                 datetime.fromtimestamp((now + end * day) / 1000, UTC), reason, OFFICER)
+            ).fetchone()[0]
+        conn.commit()
+    d = browser
+    wait = WebDriverWait(d, 20)
+    with serve_api(db_url, tmp_path) as base:
+        sign_in(d, wait, base)
+        d.get(f"{base}/#/map/{SUPERVISEE}")
+        panel = lambda: d.find_element(By.ID, "sup-panel").text  # noqa: E731
+        wait.until(lambda _: "đi làm mùa vụ" in panel() and "điểm định vị" in panel())
+
+        def item(reason: str):
+            return d.find_element(By.CSS_SELECTOR, f"li[data-permit='{ids[reason]}']")
+
+        item("thăm bà ngoại").find_element(By.CSS_SELECTOR, ".permit-revoke").click()
+        wait.until(lambda _: "Cần ghi lý do" in d.find_element(By.ID, "toast").text)
+        item("thăm bà ngoại").find_element(By.CSS_SELECTOR, ".permit-reason").send_keys(
+            "Đối tượng vi phạm nghĩa vụ")
+        item("thăm bà ngoại").find_element(By.CSS_SELECTOR, ".permit-revoke").click()
+        wait.until(lambda _: "không có hiệu lực" in item("thăm bà ngoại").text)
+        assert not item("thăm bà ngoại").find_elements(By.CSS_SELECTOR, ".permit-actions")
+
+        new_end = now + 12 * day
+        until = item("đi làm mùa vụ").find_element(By.CSS_SELECTOR, ".permit-until")
+        d.execute_script("const d = new Date(arguments[1]); arguments[0].value = new Date("
+                         "d.getTime() - d.getTimezoneOffset() * 60000).toISOString()"
+                         ".slice(0, 16);", until, new_end)
+        item("đi làm mùa vụ").find_element(By.CSS_SELECTOR, ".permit-reason").send_keys(
+            "Hợp đồng kết thúc sớm")
+        item("đi làm mùa vụ").find_element(By.CSS_SELECTOR, ".permit-shorten").click()
+        wait.until(lambda _: "Đã rút ngắn" in d.find_element(By.ID, "toast").text)
+        Screens(d, tmp_path).shot("12-permits-vi")
+    with connect(db_url) as conn:
+        rows = conn.execute("SELECT permit_id, version, changed_by, change_reason, revoked_at, "
+                            "valid_to FROM permit_versions WHERE version = 2 ORDER BY permit_id"
+                            ).fetchall()
+    revoked, shortened = rows
+    assert revoked[:4] == (ids["thăm bà ngoại"], 2, OFFICER, "Đối tượng vi phạm nghĩa vụ")
+    assert revoked[4] is not None
+    assert shortened[:4] == (ids["đi làm mùa vụ"], 2, OFFICER, "Hợp đồng kết thúc sớm")
+    assert abs(shortened[5].timestamp() * 1000 - new_end) < 60_000  # to the minute, local time
+    errors = [e for e in d.get_log("browser")
+              if e["level"] == "SEVERE" and e.get("source") == "javascript"]
+    assert not errors, errors

@@ -136,3 +136,53 @@ def test_cli_reports_errors_and_exit_status(db_url, demo_doc, tmp_path):
     fail = subprocess.run([*run, str(bad)], env=env, capture_output=True, text=True, timeout=120)
     assert fail.returncode == 1
     assert "$.units[0].name: is required" in fail.stderr
+
+
+def _zone_versions(db, sid: str, zone_id: str) -> list[tuple]:
+    return db.execute("SELECT version, ended, changed_by, margin_m FROM zone_versions "
+                      "WHERE supervisee_id = %s AND zone_id = %s ORDER BY version",
+                      (sid, zone_id)).fetchall()
+
+
+def test_a_reimport_keeps_versions_and_what_was_in_force_before(db, demo_doc):
+    import registry
+
+    import_document(db, demo_doc)
+    before = db.execute("SELECT now()").fetchone()[0]
+    db.commit()
+    doc = copy.deepcopy(demo_doc)
+    sup = next(s for s in doc["supervisees"] if len(s["zones"]) >= 2)
+    dropped = sup["zones"].pop()
+    changed = sup["zones"][0]
+    old_margin = changed.get("margin_m")
+    changed["margin_m"] = 25
+    import_document(db, doc)
+    versions = _zone_versions(db, sup["id"], changed["id"])
+    assert [(v, e, by) for v, e, by, _ in versions] == [(1, False, "import"), (2, False, "import")]
+    assert versions[1][3] == 25
+    assert _zone_versions(db, sup["id"], dropped["id"])[-1][:3] == (2, True, "import")
+    # as it was before this import: both zones, the old margin
+    then = {z.id: z for z in registry.load_zones(db, [sup["id"]], at=before)}
+    assert dropped["id"] in then and then[changed["id"]].margin_m == old_margin
+    rows = db.execute("SELECT count(*) FROM zone_versions").fetchone()[0]
+    assert not import_document(db, doc).changed  # the same document again: no new version
+    assert db.execute("SELECT count(*) FROM zone_versions").fetchone()[0] == rows
+
+
+def test_a_changed_permit_is_a_new_version_and_a_revocation_stays(db, demo_doc):
+    from registry import permits
+
+    import_document(db, demo_doc)
+    doc = copy.deepcopy(demo_doc)
+    doc["permits"][0]["category"] = "work"
+    summary = import_document(db, doc)
+    assert summary.counts["permits"]["updated"] == 1
+    pid = db.execute("SELECT id FROM permits WHERE reason = %s",
+                     (doc["permits"][0]["reason"],)).fetchone()[0]
+    history = permits.permit_history(db, pid)
+    assert [(h["version"], h["category"], h["changed_by"]) for h in history] == [
+        (1, "family", "import"), (2, "work", "import")]
+    permits.revoke(db, pid, changed_by="xa.a", reason="vi phạm")
+    db.commit()
+    assert not import_document(db, doc).changed  # an import never undoes a revocation
+    assert permits.permit_row(db, pid)["revoked_at"] is not None

@@ -79,6 +79,15 @@ def test_replay_reproduces_a_day_and_a_what_if_permit_removes_its_exit(running, 
     assert [(c.type, c.active, c.ts_ms) for c in as_was.changes] == [
         (c.type, c.active, c.ts_ms) for c in recorded]
 
+    # an officer shrinks the residence now: the day is still replayed against the version
+    # that was in force then, so history is not rewritten
+    db.execute("UPDATE zones SET radius_m = 50 WHERE supervisee_id = 'SV1' AND id = 'home'")
+    db.commit()
+    again = replay(db, settings, "SV1", start, end)
+    assert again.differences == [] and again.changes == as_was.changes
+    tomorrow = replay(db, settings, "SV1", start, sim.now_ms() + 60 * MIN, zones=None)
+    assert tomorrow.differences == []
+
     exit_open = next(c for c in recorded if c.type == "zone_exit" and c.active)
     proposal = {"permits": [{"valid_from": exit_open.ts_ms - 3 * 60 * MIN,
                              "valid_to": exit_open.ts_ms + 3 * 60 * MIN,

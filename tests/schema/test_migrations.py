@@ -32,9 +32,13 @@ def test_fresh_database_gets_every_table(pg_server):
             assert applied == [v for v, _, _ in migration_files()]
             tables = {r[0] for r in conn.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-        for t in ("units", "supervisees", "zones", "permits", "devices", "device_assignments",
-                  "fixes", "heartbeats", "device_events", "dead_letters", "device_state"):
+            views = {r[0] for r in conn.execute(
+                "SELECT viewname FROM pg_views WHERE schemaname = 'public'")}
+        for t in ("units", "supervisees", "zone_versions", "permit_versions", "devices",
+                  "device_assignments", "fixes", "heartbeats", "device_events", "dead_letters",
+                  "device_state"):
             assert t in tables
+        assert {"zones", "permits"} <= views  # the versions in force now (migration 0050)
     finally:
         with psycopg.connect(pg_server, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
