@@ -25,9 +25,19 @@ class Settings(BaseSettings):
     mqtt_url: str | None = Field(
         None, description="MQTT broker URL mqtt://user:pass@host:port; unset = embedded Mosquitto"
     )
-    data_dir: Path = Field(Path(".giamsat"), description="state of the embedded services")
-    embedded_mqtt_port: int = Field(1883, description="port of the embedded Mosquitto")
-    embedded_pg_port: int = Field(55432, description="port of the embedded PostgreSQL")
+    data_dir: Path = Field(
+        Path(".giamsat"),
+        description="state of the embedded services (run by root with this default, PostgreSQL's "
+        "cluster goes to /var/tmp/giamsat-<hash> when its account cannot reach the directory)",
+    )
+    embedded_mqtt_port: int = Field(
+        1883, description="port of the embedded broker; unset and taken = a free port, printed; "
+        "set and taken = an error"
+    )
+    embedded_pg_port: int = Field(
+        55432, description="port of the embedded PostgreSQL; unset and taken = a free port, "
+        "printed; set and taken = an error"
+    )
     http: str = Field("127.0.0.1:8000", description="host:port of the HTTP API and dashboard")
     admin_password: str | None = Field(
         None, description="password of the user 'admin', set at first start (random if unset)"

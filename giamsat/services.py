@@ -3,20 +3,31 @@
 Contract §4: with no ``GIAMSAT_DATABASE_URL`` giamsat runs its own PostgreSQL in
 ``GIAMSAT_DATA_DIR``; with no ``GIAMSAT_MQTT_URL`` its own Mosquitto on 127.0.0.1:1883.
 Both stop with the service. The test suite uses the same classes on free ports.
+
+The first start must work wherever a user runs it: an embedded service whose default port is
+taken moves to a free loopback port (``choose_port``; a port the user set is honoured or is an
+error), and the ports in use are recorded in the data directory (``record_port``) for the
+one-shot commands that connect to a running ``giamsat up``. Run by root, PostgreSQL runs as an
+unprivileged account; when that account cannot reach the data directory (a clone in a 0700
+directory), the cluster goes to a directory of its own (``pg_data_dir``).
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import logging
 import os
 import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("giamsat.services")
 
@@ -41,6 +52,71 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def choose_port(default: int, setting: str, explicit: int | None = None,
+                service: str = "the embedded service") -> int:
+    """The loopback port an embedded service listens on.
+
+    ``explicit`` (the user set ``setting``) is used as it is, and a ServiceError naming the
+    setting when it is taken; otherwise ``default``, or a free port when the default is taken
+    (another broker or database on this machine), with a warning saying which.
+    """
+    if explicit is not None:
+        if not port_is_free(explicit):
+            raise ServiceError(
+                f"port {explicit} is taken: {setting}={explicit} is set, so {service} does not "
+                f"move to another port; free the port or set {setting} to a free one")
+        return explicit
+    if port_is_free(default):
+        return default
+    port = free_port()
+    log.warning("port %d (the default of %s) is taken: %s uses 127.0.0.1:%d instead",
+                default, setting, service, port)
+    return port
+
+
+PORTS_FILE = "ports.json"  # in the data directory: {"mqtt": 1883, "postgres": 55432, ...}
+
+
+def record_port(data_dir: Path, service: str, port: int) -> None:
+    """Note the port an embedded service of this data directory listens on."""
+    path = Path(data_dir) / PORTS_FILE
+    ports = _read_ports(path)
+    ports[service] = port
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(ports, sort_keys=True))
+    tmp.replace(path)
+
+
+def recorded_port(data_dir: Path, service: str) -> int | None:
+    """The port ``record_port`` noted for ``service``, or None."""
+    value = _read_ports(Path(data_dir) / PORTS_FILE).get(service)
+    return value if isinstance(value, int) else None
+
+
+def _read_ports(path: Path) -> dict[str, int]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def explicit_setting(settings: Any, name: str) -> Any:
+    """The value of setting ``name`` when the user set it (environment or argument), else None:
+    a default may give way (a taken default port), a user's choice may not."""
+    return getattr(settings, name) if name in settings.model_fields_set else None
+
+
+def embedded_port(settings: Any, service: str, name: str) -> int:
+    """The port a ``giamsat up`` on ``settings.data_dir`` gives ``service``: the user's setting
+    ``name``, else the port it recorded (it moved off a taken default), else the default."""
+    explicit = explicit_setting(settings, name)
+    if explicit is not None:
+        return int(explicit)
+    return recorded_port(settings.data_dir, service) or int(getattr(settings, name))
 
 
 def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
@@ -72,6 +148,60 @@ def _service_user() -> str | None:
 
 def _as_user(cmd: list[str], user: str | None) -> list[str]:
     return cmd if user is None else ["runuser", "-u", user, "--", *cmd]
+
+
+def _can_enter(user: str, path: Path) -> bool:
+    """Whether ``user`` may enter ``path`` (every directory on the way must let them)."""
+    return subprocess.run(["runuser", "-u", user, "--", "test", "-x", str(path)],
+                          capture_output=True, cwd="/").returncode == 0
+
+
+SHARED_TMP = Path("/var/tmp")  # kept across reboots, unlike /tmp
+
+
+def pg_data_dir(data_dir: Path, explicit: bool = False) -> Path:
+    """Where the embedded PostgreSQL of ``data_dir`` keeps its cluster.
+
+    Normally ``data_dir/postgres``. Run by root, PostgreSQL runs as an unprivileged account;
+    when that account cannot reach ``data_dir`` (a clone in a 0700 directory such as a
+    ``mktemp -d`` or /root) and the user did not choose the data directory (``explicit``),
+    the cluster goes to ``/var/tmp/giamsat-<hash of data_dir>/postgres``, owned by that
+    account: one per clone, found again at every start. A chosen directory is honoured, and
+    ``EmbeddedPostgres.start`` says clearly when the account cannot reach it.
+    """
+    wanted = Path(data_dir).resolve() / "postgres"
+    wanted.parent.mkdir(parents=True, exist_ok=True)
+    user = _service_user()
+    if user is None or explicit or (wanted / "PG_VERSION").exists() \
+            or _can_enter(user, wanted.parent):
+        return wanted
+    base = shared_pg_base(wanted.parent)
+    _own_dir(base, user)
+    (base / "data_dir").write_text(f"{wanted.parent}\n")  # whose cluster this is, for people
+    log.warning("PostgreSQL runs as %r, who cannot reach %s: its cluster is in %s",
+                user, wanted.parent, base / "postgres")
+    return base / "postgres"
+
+
+def shared_pg_base(data_dir: Path) -> Path:
+    """The directory under /var/tmp that ``pg_data_dir`` uses for ``data_dir``, one per clone."""
+    digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:16]
+    return SHARED_TMP / f"giamsat-{digest}"
+
+
+def _own_dir(path: Path, user: str) -> None:
+    """Create ``path`` (0700) for ``user``, or check that an existing one is a real directory
+    of theirs: in a world-writable parent, another account could have planted it."""
+    pw = pwd.getpwnam(user)
+    try:
+        path.mkdir(mode=0o700)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    except FileExistsError:
+        st = path.lstat()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != pw.pw_uid:
+            raise ServiceError(
+                f"{path} exists but is not a directory of {user!r}: remove it, or set "
+                "GIAMSAT_DATA_DIR to a directory that account can reach") from None
 
 
 def _chown_tree(path: Path, user: str | None) -> None:
@@ -123,7 +253,8 @@ class EmbeddedPostgres:
         log.info("initialising PostgreSQL cluster in %s", self.data_dir)
         cmd = [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "-A", "trust",
                "-E", "UTF8", "--no-locale", "--no-sync"]
-        res = subprocess.run(_as_user(cmd, self.user), capture_output=True, text=True)
+        res = subprocess.run(_as_user(cmd, self.user), capture_output=True, text=True,
+                             cwd=self.data_dir)
         if res.returncode != 0:
             raise ServiceError(f"initdb failed: {res.stderr.strip()[-500:]}")
 
@@ -146,7 +277,7 @@ class EmbeddedPostgres:
                "-c", "synchronous_commit=on", "-c", "logging_collector=off"]
         logf = open(self.data_dir.parent / f"postgres-{self.port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(_as_user(cmd, self.user), stdout=logf, stderr=logf,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=self.data_dir.parent)
         logf.close()
         wait_for_port(self.port, timeout_s, self.proc)
         self._wait_ready(timeout_s)
@@ -159,9 +290,7 @@ class EmbeddedPostgres:
         if self.user is None:
             return
         for path, what in ((bindir / "postgres", "run"), (self.data_dir.parent, "enter")):
-            ok = subprocess.run(["runuser", "-u", self.user, "--", "test", "-x", str(path)],
-                                capture_output=True).returncode == 0
-            if not ok:
+            if not _can_enter(self.user, path):
                 raise ServiceError(
                     f"running as root, PostgreSQL runs as user {self.user!r}, who cannot {what} "
                     f"{path}: set GIAMSAT_DATA_DIR to a directory that account can reach (e.g. "
