@@ -157,6 +157,16 @@ def authenticate(conn: psycopg.Connection, username: str, password: str) -> Offi
     return Officer(*row[1:])
 
 
+def password_matches(conn: psycopg.Connection, username: str, password: str) -> bool:
+    """Whether ``password`` is the officer's password (active or not)."""
+    row = conn.execute("SELECT password_hash FROM officers WHERE username = %s",
+                       (username,)).fetchone()
+    try:
+        return row is not None and _HASHER.verify(row[0], password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
 def ensure_admin(conn: psycopg.Connection, password: str | None) -> str | None:
     """Create the user ``admin`` at first start (``GIAMSAT_ADMIN_PASSWORD``).
 

@@ -256,12 +256,12 @@ def _prepare_database(settings: Settings, db_url: str, demo: bool) -> Path | Non
 def _load_demo(conn: psycopg.Connection, settings: Settings) -> Path:
     import orjson
 
-    from giamsat.demo import create_demo_officers
+    from giamsat.demo import create_demo_officers, missing_part
     from giamsat.importer import import_document
     from simulators.demo import build_demo_document
 
     doc = build_demo_document()
-    summary = import_document(conn, doc)
+    summary = import_document(conn, missing_part(conn, doc))  # what users changed stays
     log.info("demo registry: %s", summary)
     path = settings.data_dir / "demo-registry.json"
     path.write_bytes(orjson.dumps(doc))
