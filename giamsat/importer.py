@@ -159,6 +159,7 @@ def validate(doc: dict, conn: psycopg.Connection, policies: PolicyTable) -> _Pla
     sups = _validate_supervisees(ck, doc, plan, unit_codes)
     known_sups = _existing(conn, "SELECT id FROM supervisees") | set(sups)
     _validate_devices(ck, doc, plan, known_sups)
+    _validate_wearers(ck, plan, conn)
     _validate_permits(ck, doc, plan, conn, sups, known_sups, policies)
     if ck.errors:
         raise ImportError_(ck.errors)
@@ -257,7 +258,23 @@ def _validate_devices(ck: _Checker, doc: dict, plan: _Plan, sups: set) -> None:
         if sup is not None and sup not in sups:
             ck.fail(f"{path}.supervisee", f"names no supervisee: {sup!r}")
         if did:
-            plan.devices.append({"id": did, "supervisee": sup})
+            plan.devices.append({"id": did, "supervisee": sup, "path": path})
+
+
+def _validate_wearers(ck: _Checker, plan: _Plan, conn: psycopg.Connection) -> None:
+    """A supervisee wears one device at a time: counting the devices the database has on
+    them, except those the document moves, no supervisee may end up with two."""
+    listed = {d["id"] for d in plan.devices}
+    wearing = {sid: did for did, sid in conn.execute(
+        "SELECT device_id, supervisee_id FROM device_assignments WHERE unassigned_at IS NULL")
+        if did not in listed}
+    for d in plan.devices:
+        sid, other = d["supervisee"], wearing.get(d["supervisee"])
+        if sid is not None and other is not None and other != d["id"]:
+            ck.fail(f"{d['path']}.supervisee",
+                    f"supervisee {sid!r} would wear two devices, {other!r} and {d['id']!r}")
+        if sid is not None:
+            wearing[sid] = d["id"]
 
 
 def _validate_permits(ck: _Checker, doc: dict, plan: _Plan, conn: psycopg.Connection,
@@ -414,8 +431,13 @@ def apply(conn: psycopg.Connection, plan: _Plan) -> ImportSummary:
                                                 s["unit"], s["residence_unit"])).fetchone()
         summary.add("supervisees", _outcome(row))
     _apply_zones(conn, plan, summary)
-    for d in plan.devices:
-        summary.add("devices", _apply_device(conn, d))
+    # two passes: every device that moves comes off its wearer first, so that a device can go
+    # to a supervisee whose device the same document moves away (one device at a time)
+    outcomes = [_apply_device(conn, d) for d in plan.devices]
+    for d, outcome in zip(plan.devices, outcomes, strict=True):
+        if outcome != "unchanged":
+            _open_assignment(conn, d)
+        summary.add("devices", outcome)
     for p in plan.permits:
         row = conn.execute(_INSERT_PERMIT, (p["supervisee_id"], p["valid_from"], p["valid_to"],
                                             p["reason"], p["category"], _json(p["destination"]),
@@ -443,18 +465,17 @@ def _apply_zones(conn: psycopg.Connection, plan: _Plan, summary: ImportSummary) 
 
 
 def _apply_device(conn: psycopg.Connection, d: dict) -> str:
+    """Create or move a device, closing its open assignment; the new one is opened after."""
     row = conn.execute("SELECT supervisee_id FROM devices WHERE id = %s", (d["id"],)).fetchone()
     if row is None:
         conn.execute("INSERT INTO devices (id, supervisee_id) VALUES (%s, %s)",
                      (d["id"], d["supervisee"]))
-        _open_assignment(conn, d)
         return "created"
     if row[0] == d["supervisee"]:
         return "unchanged"
     conn.execute("UPDATE devices SET supervisee_id = %s WHERE id = %s", (d["supervisee"], d["id"]))
     conn.execute("UPDATE device_assignments SET unassigned_at = now() "
                  "WHERE device_id = %s AND unassigned_at IS NULL", (d["id"],))
-    _open_assignment(conn, d)
     return "updated"
 
 

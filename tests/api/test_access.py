@@ -18,6 +18,7 @@ from tests.api.conftest import (
     NAME_A,
     PASSWORD,
     SV_A,
+    SV_A2,
     SV_B,
     SV_X,
     T0,
@@ -104,10 +105,11 @@ CASES = [
          params={"unit": COMMUNE_A}, check=DEV_A),
     Case("POST", "/api/v1/devices", "/api/v1/devices", "admin", 201, "xa.a",
          json={"id": "dev-new-1"}),
-    Case("POST", "/api/v1/devices/{device_id}/assign", f"/api/v1/devices/{DEV_FREE}/assign",
-         "xa.a", 200, "xa.b", json={"supervisee_id": SV_A}, check=SV_A),
+    # SV_A2 takes off DEV_SPARE, then wears DEV_FREE (one device per supervisee)
     Case("POST", "/api/v1/devices/{device_id}/unassign",
          f"/api/v1/devices/{DEV_SPARE}/unassign", "xa.a", 200, "xa.b"),
+    Case("POST", "/api/v1/devices/{device_id}/assign", f"/api/v1/devices/{DEV_FREE}/assign",
+         "xa.a", 200, "xa.b", json={"supervisee_id": SV_A2}, check=SV_A2),
     Case("GET", "/api/v1/devices/{device_id}/assignments",
          f"/api/v1/devices/{DEV_A}/assignments", "xa.a", 200, "xa.b", check=SV_A),
     Case("GET", "/api/v1/positions", "/api/v1/positions", "xa.a", 200, "xa.b",
@@ -182,7 +184,7 @@ def test_outsider_then_insider(api, case: Case):
 def test_province_sees_its_communes_only(api):
     prov = api.auth("tinh.t")
     ids = {s["id"] for s in api.client.get("/api/v1/supervisees", headers=prov).json()}
-    assert ids == {SV_A, SV_B}
+    assert ids == {SV_A, SV_A2, SV_B}
     assert api.client.get(f"/api/v1/supervisees/{SV_X}", headers=prov).status_code == 404
     other = api.auth("tinh.x")
     assert api.client.get(A, headers=other).status_code == 404

@@ -88,6 +88,9 @@ def test_track_follows_the_assignment_history(api):
                          "VALUES (%s, %s, %s, 21.18, 105.97, 5, now())",
                          (DEV_FREE, datetime.fromtimestamp(ms / 1000, UTC), 100 + k))
         conn.execute("UPDATE devices SET supervisee_id = %s WHERE id = %s", (SV_A, DEV_FREE))
+        # one device at a time: DEV_A comes off now (after all its fixes), DEV_FREE goes on
+        conn.execute("UPDATE device_assignments SET unassigned_at = now() "
+                     "WHERE device_id = %s AND unassigned_at IS NULL", (DEV_A,))
         conn.execute("INSERT INTO device_assignments (device_id, supervisee_id, assigned_at) "
                      "VALUES (%s, %s, %s)", (DEV_FREE, SV_A, datetime.fromtimestamp(T0 / 1000, UTC)))
     fc = api.client.get(f"/api/v1/supervisees/{SV_A}/track", params=RANGE,
