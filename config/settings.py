@@ -86,6 +86,21 @@ class Settings(BaseSettings):
     tile_url: str | None = Field(
         None, description="map tile URL template; unset = offline map of unit boundaries"
     )
+    login_max_failures: int = Field(
+        10, description="wrong passwords for one username within the window before its sign-ins "
+        "are refused (429) until the window has passed; 0 = no limit"
+    )
+    login_max_failures_per_address: int = Field(
+        30, description="failed sign-ins from one client address within the window before "
+        "that address is refused (429); 0 = no limit (behind a proxy all share one address)"
+    )
+    login_failure_window_s: int = Field(900, description="window of the sign-in limits, s")
+    max_body_bytes: int = Field(
+        2_097_152, description="largest request body the API accepts (413 above), bytes"
+    )
+    max_zone_vertices: int = Field(
+        10_000, description="most vertices of one zone or permit area (422 above)"
+    )
 
     def http_host_port(self) -> tuple[str, int]:
         """Split ``http`` into (host, port)."""

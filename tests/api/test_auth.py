@@ -185,3 +185,21 @@ def _officer(db_url: str, *units: str, admin: bool = False) -> None:
                          (code, f"Xã {code}"))
         conn.commit()
         create_officer(conn, "can.bo", PASSWORD, "commune", units[0])
+
+
+@pytest.mark.parametrize("token", [
+    "not-a-jwt",
+    "a.b.c",
+    "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.",  # alg none
+    # well formed, signed with another key
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhZG1pbiIsImV4cCI6OTk5OTk5OTk5OSwiaWF0IjoxLC"
+    "Jpc3MiOiJnaWFtc2F0In0.4r3H4QwW8fKQe0mFqk3gWkq6a3iC7s0HkC2x1Z9YQ0s",
+])
+def test_a_refused_token_gets_a_fixed_message_not_the_librarys(db_url, token):
+    """401 answers say 'invalid token', never how the token library failed to read it."""
+    with TestClient(make_app(db_url, MutableClock(T))) as client:
+        for path in ("/api/v1/me", "/api/v1/auth/refresh"):
+            call = client.post if path.endswith("refresh") else client.get
+            r = call(path, headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 401
+            assert r.json()["detail"].startswith("invalid token / "), r.text
