@@ -18,7 +18,13 @@ from psycopg.types.json import Jsonb
 
 from geofence.policy import Permit, PermitRefused, PolicyTable, Supervisee, check_permit
 from geofence.store import load_permits, load_supervisees, load_zones
-from geofence.zones import ZoneError, parse_geometry, parse_zone, zone_columns
+from geofence.zones import (
+    ZoneError,
+    check_kind_fits_purpose,
+    parse_geometry,
+    parse_zone,
+    zone_columns,
+)
 
 SENTENCE_TYPES = ("an_treo", "cai_tao_khong_giam_giu", "tha_tu_truoc_thoi_han",
                   "hoan_tam_dinh_chi", "quan_che", "cam_cu_tru")
@@ -233,6 +239,7 @@ def _validate_zones(ck: _Checker, rec: dict, path: str, sid: str, plan: _Plan) -
         zpath = f"{path}.zones[{j}]"
         try:
             zone = parse_zone(z, sid, zpath)
+            check_kind_fits_purpose(zone, zpath)
         except ZoneError as exc:
             ck.fail(exc.path, str(exc.message))
             continue

@@ -130,7 +130,7 @@ def put_zone(sid: SuperviseeId, zone_id: ZoneId, ctx: Ctx, caller: Caller, conn:
                  openapi_examples={"polygon": {"value": _ZONE_EXAMPLE}})]) -> dict:
     """Create or replace one zone; the pipeline reloads it (registry version bumped)."""
     supervisee(conn, caller, sid)
-    obj, zone = parse_zone_document(body, sid, zone_id)
+    obj, zone = parse_zone_document(body, sid, zone_id, ctx.settings.max_zone_vertices)
     values = zone_columns(obj, zone)
     values["geometry"] = Jsonb(values["geometry"]) if values["geometry"] else None
     values["schedule"] = Jsonb(values["schedule"]) if values["schedule"] else None
