@@ -185,6 +185,27 @@ class Stack:
             self.pg.stop()
 
 
+UP_PID = "up.pid"
+
+
+def _claim_data_dir(settings: Settings) -> Path:
+    """Note that this ``giamsat up`` runs on the data directory; refuse when another still
+    does (its embedded servers would be taken for leftovers of a killed start)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / UP_PID
+    try:
+        other = int(path.read_text().strip())
+        cmdline = Path(f"/proc/{other}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        other, cmdline = 0, b""
+    if other and other != os.getpid() and b"giamsat" in cmdline and b"up" in cmdline:
+        raise ServiceError(f"giamsat up (pid {other}) already runs with data directory "
+                           f"{settings.data_dir.resolve()}: stop it first, or set another "
+                           "GIAMSAT_DATA_DIR")
+    path.write_text(f"{os.getpid()}\n")
+    return path
+
+
 def _start_services(settings: Settings, stack: Stack) -> tuple[str, str, str]:
     """Resolve (database URL, service MQTT URL, simulator MQTT URL), starting embedded services
     where none is configured. The embedded broker admits only the logins and devices that
@@ -331,7 +352,9 @@ def run_up(settings: Settings, demo: bool = False, simulate: bool = True,
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # HUP: its terminal closed
         signal.signal(signum, on_signal)
+    claim: Path | None = None
     try:
+        claim = _claim_data_dir(settings)
         db_url, mqtt_url, sim_url = _start_services(settings, stack)
         demo_file = _prepare_database(settings, db_url, demo)
         _sync_broker(stack, db_url)  # the demo registry's devices
@@ -362,6 +385,8 @@ def run_up(settings: Settings, demo: bool = False, simulate: bool = True,
         return 2
     finally:
         stack.stop()
+        if claim is not None:
+            claim.unlink(missing_ok=True)
 
 
 def run_api(settings: Settings) -> int:

@@ -270,6 +270,9 @@ class EmbeddedPostgres:
         self._check_reachable(bindir)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bindir)
+        # a cluster a killed `giamsat up` left running (in a session of its own, possibly on a
+        # port of its own choosing) must stop before another postmaster opens its files
+        stop_leftover(self.data_dir / "postmaster.pid", signal.SIGINT, "PostgreSQL")
         (self.data_dir / "postmaster.pid").unlink(missing_ok=True)  # stale after a kill -9
         cmd = [str(bindir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
                "-k", str(self.data_dir), "-c", "listen_addresses=127.0.0.1",
@@ -332,6 +335,7 @@ max_inflight_messages 0
 max_inflight_bytes 0
 set_tcp_nodelay true
 max_packet_size 2097152
+pid_file {store}/mosquitto.pid
 log_dest stderr
 log_type error
 log_type warning
@@ -383,6 +387,7 @@ class EmbeddedMosquitto:
                 "GIAMSAT_MQTT_URL to use a running broker"
             )
         binary = find_mosquitto()
+        stop_leftover(self.data_dir / "mosquitto.pid", signal.SIGTERM, "Mosquitto")
         conf = self.write_config()
         logf = open(self.data_dir / "mosquitto.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=logf, stderr=logf,
@@ -401,6 +406,41 @@ class EmbeddedMosquitto:
         """Graceful stop: the broker writes its persistent store before exiting."""
         _stop(self.proc, signal.SIGTERM, timeout_s)
         self.proc = None
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def stop_leftover(pid_file: Path, sig: int, what: str, timeout_s: float = 30.0) -> None:
+    """Stop the server whose pid ``pid_file`` (its first line) names, if it still runs: one that
+    a ``giamsat up`` killed with -9 left behind on this data directory. ``up`` refuses to run
+    twice on one data directory, so such a server has no owner any more."""
+    try:
+        first = pid_file.read_text().split("\n", 1)[0].strip()
+    except OSError:
+        return
+    if not first.isdigit() or not _pid_alive(int(first)):
+        return
+    pid = int(first)
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if what.lower().encode() not in cmdline.lower():
+        return  # the pid was reused by something else
+    log.warning("stopping the %s (pid %d) that an earlier start left running", what, pid)
+    os.kill(pid, sig)
+    deadline = time.monotonic() + timeout_s
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _pid_alive(pid):
+        raise ServiceError(f"the {what} (pid {pid}) an earlier start left running does not stop")
 
 
 def _stop(proc: subprocess.Popen | None, sig: int, timeout_s: float) -> None:

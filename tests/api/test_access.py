@@ -78,6 +78,8 @@ CASES = [
     Case("PUT", "/api/v1/units/{code}", "/api/v1/units/CAX-T03", "admin", 200, "xa.a",
          json={"name": "Công an phường C", "parent": "PC10-T", "ack_within_s": 600}),
     Case("GET", "/api/v1/officers", "/api/v1/officers", "admin", 200, "tinh.t", check="xa.a"),
+    Case("GET", "/api/v1/auth/failures", "/api/v1/auth/failures", "admin", 200, "tinh.t",
+         check="throttled_usernames"),
     Case("POST", "/api/v1/officers", "/api/v1/officers", "admin", 201, "tinh.t",
          json={"username": "xa.c", "password": "mat-khau-moi-1", "role": "commune",
                "unit": "CAX-T03"}),

@@ -129,3 +129,48 @@ def test_a_planted_shared_directory_is_refused(tmp_path):
         import shutil
 
         shutil.rmtree(private)
+
+
+def test_servers_a_killed_start_left_running_are_stopped_before_new_ones(tmp_path):
+    """A killed ``giamsat up`` leaves its servers running in sessions of their own; with ports
+    chosen per start, the next one must not run a second server on the same files."""
+    import shutil
+
+    import psycopg
+
+    pg_dir = pg_data_dir(tmp_path / "data")  # reachable by the 'postgres' account if root
+    old_mq = EmbeddedMosquitto(tmp_path / "mq", free_port())
+    old_mq.start()
+    old_pg = EmbeddedPostgres(pg_dir, free_port())
+    old_pg.start()
+    new_mq = EmbeddedMosquitto(tmp_path / "mq", free_port())
+    new_pg = EmbeddedPostgres(pg_dir, free_port())
+    try:
+        new_mq.start()
+        new_pg.start()
+        assert old_mq.proc.wait(5) is not None and old_pg.proc.wait(5) is not None
+        with psycopg.connect(new_pg.url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        for server in (new_mq, new_pg, old_mq, old_pg):
+            server.stop()
+        if pg_dir.parent != (tmp_path / "data").resolve():
+            shutil.rmtree(pg_dir.parent, ignore_errors=True)
+
+
+def test_a_second_up_on_one_data_dir_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    from giamsat.app import UP_PID, _claim_data_dir
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "giamsat",
+                              "up"])
+    try:
+        (tmp_path / UP_PID).write_text(f"{other.pid}\n")
+        with pytest.raises(ServiceError, match=f"giamsat up \\(pid {other.pid}\\) already runs"):
+            _claim_data_dir(Settings(data_dir=tmp_path))
+    finally:
+        other.kill()
+        other.wait()
+    assert _claim_data_dir(Settings(data_dir=tmp_path)).read_text() == f"{os.getpid()}\n"
