@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
 from api import errors
+from api.bodylimit import BodyLimit
 from api.deps import ApiContext
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes import (
@@ -63,7 +64,7 @@ def create_app(settings: Settings, db_url: str, *, registry: CollectorRegistry |
     """The API app.
 
     - ``settings``: read once by the entrypoint (http, timezone, token_ttl_s, session_max_s, tile_url,
-      max_accuracy_m, margin_m are used here);
+      max_accuracy_m, margin_m, login_*, max_body_bytes, max_zone_vertices are used here);
     - ``db_url``: the migrated database; connections are pooled (``pool_max``), opened lazily;
     - ``registry``: the Prometheus registry ``/metrics`` exposes (a fresh one if None);
     - ``clock``: now as an aware UTC datetime (tests move time; token expiry follows it);
@@ -99,6 +100,7 @@ def create_app(settings: Settings, db_url: str, *, registry: CollectorRegistry |
     errors.install(app)
     for module in ROUTERS:
         app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if static_dir is not None and static_dir.is_dir():
         app.mount("/", StaticFiles(directory=static_dir, html=True), name="dashboard")

@@ -6,6 +6,7 @@ when it raises, and given back before the response is sent (FastAPI's ``scope="f
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from api.stream import AlertStream
 from api.tokens import TokenInvalid, Tokens
 from config.settings import Settings
 from geofence.policy import PolicyTable
+
+log = logging.getLogger("giamsat.api")
 
 STATEMENT_TIMEOUT = "30s"  # no API query may hold a connection longer
 
@@ -100,7 +103,8 @@ def officer_from_token(ctx: ApiContext, conn: psycopg.Connection, token: str | N
                             headers=_UNAUTHORISED)
     try:
         claims = ctx.tokens.claims(token)
-    except TokenInvalid as exc:
+    except TokenInvalid as exc:  # a fixed text: never the token library's words
+        log.debug("bearer token refused: %s", exc.reason)
         raise HTTPException(401, f"{exc} / phiên đăng nhập không hợp lệ hoặc đã hết hạn",
                             headers=_UNAUTHORISED) from exc
     officer = get_officer(conn, claims.username)

@@ -27,7 +27,7 @@ class ApiMetrics:
                                     registry=registry)
         self.stream_events = Counter("giamsat_api_stream_events_total",
                                      "alert changes sent on the live stream", registry=registry)
-        self.logins = Counter("giamsat_api_logins_total", "sign-ins (ok, failed) and token refreshes",
+        self.logins = Counter("giamsat_api_logins_total", "sign-ins (ok, failed, throttled) and token refreshes",
                               ["outcome"],
                               registry=registry)
 

@@ -76,12 +76,44 @@ def check_fields(username: str, password: str | None, role: str, unit: str | Non
         raise OfficerError("role", f"must be one of {', '.join(ROLES)}")
     if role != "admin" and not unit:
         raise OfficerError("unit", f"a {role} officer needs a unit")
+    if role == "admin" and unit:
+        raise OfficerError("unit", "an admin has no unit (admins see every unit)")
 
 
-def _check_unit(conn: psycopg.Connection, unit: str | None) -> None:
-    if unit is not None and conn.execute("SELECT 1 FROM units WHERE code = %s",
-                                         (unit,)).fetchone() is None:
+def _check_unit(conn: psycopg.Connection, role: str, unit: str | None) -> None:
+    """The unit exists and is of the role's level: a province officer belongs to a province
+    unit (no parent, e.g. a PC10), a commune officer to a commune unit (one with a parent)."""
+    if unit is None:
+        return
+    row = conn.execute("SELECT parent FROM units WHERE code = %s", (unit,)).fetchone()
+    if row is None:
         raise OfficerError("unit", f"no unit with code {unit!r}")
+    if role == "province" and row[0] is not None:
+        raise OfficerError("unit", f"{unit!r} is a commune unit (its parent is {row[0]!r}): a "
+                                   "province officer needs a province unit (one with no parent)")
+    if role == "commune" and row[0] is None:
+        raise OfficerError("unit", f"{unit!r} is a province unit (it has no parent): a commune "
+                                   "officer needs a commune unit")
+
+
+def _keep_an_admin(conn: psycopg.Connection, current: Officer, role: str,
+                   active: bool | None) -> None:
+    """Refuse to disable or demote the last active admin: nobody could administer the service
+    any more (``giamsat officer enable`` on the machine is the way back)."""
+    if current.role != "admin" or not current.active:
+        return
+    if role == "admin" and active is not False:
+        return
+    # every active admin's row, locked in one order: two admins disabling each other at once
+    # are serialised, and the second sees the first's change
+    admins = [r[0] for r in conn.execute(
+        "SELECT username FROM officers WHERE role = 'admin' AND active "
+        "ORDER BY username FOR UPDATE")]
+    if not [a for a in admins if a != current.username]:
+        field = "active" if active is False else "role"
+        raise OfficerError(field, f"{current.username!r} is the last active admin: make another "
+                                  "officer admin first / không thể khóa quản trị viên cuối cùng",
+                           conflict=True)
 
 
 def get_officer(conn: psycopg.Connection, username: str) -> Officer | None:
@@ -97,20 +129,15 @@ def list_officers(conn: psycopg.Connection) -> list[Officer]:
 
 
 def create_officer(conn: psycopg.Connection, username: str, password: str, role: str,
-                   unit: str | None, *, display_name: str | None = None,
-                   exist_ok: bool = False) -> Officer:
-    """Create an officer (argon2-hashed password); with ``exist_ok`` an existing one is reset
-    to these values (demo data, run at every start). Raise OfficerError otherwise."""
+                   unit: str | None, *, display_name: str | None = None) -> Officer:
+    """Create an officer (argon2-hashed password); raise OfficerError for bad fields or, with
+    ``conflict`` set, when the username is taken (an existing officer is never reset here)."""
     check_fields(username, password, role, unit)
-    conflict = ("DO UPDATE SET password_hash = EXCLUDED.password_hash, role = EXCLUDED.role, "
-                "unit = EXCLUDED.unit, display_name = EXCLUDED.display_name, active = true, "
-                "password_version = officers.password_version + 1, "
-                "updated_at = now()") if exist_ok else "DO NOTHING"
     with conn.transaction():
-        _check_unit(conn, unit)
+        _check_unit(conn, role, unit)
         row = conn.execute(
             "INSERT INTO officers (username, password_hash, role, unit, display_name) "
-            f"VALUES (%s, %s, %s, %s, %s) ON CONFLICT (username) {conflict} "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (username) DO NOTHING "
             f"RETURNING {_COLUMNS}",
             (username, hash_password(password), role, unit, display_name)).fetchone()
     if row is None:
@@ -127,9 +154,11 @@ def update_officer(conn: psycopg.Connection, username: str, *, role: str | None 
         if current is None:
             return None
         role = role or current.role
-        unit = unit if unit is not None else current.unit
+        if unit is None:  # kept, except by an officer who becomes admin (admins have none)
+            unit = None if role == "admin" else current.unit
         check_fields(username, password, role, unit)
-        _check_unit(conn, unit)
+        _check_unit(conn, role, unit)
+        _keep_an_admin(conn, current, role, active)
         row = conn.execute(
             "UPDATE officers SET role = %s, unit = %s, "
             "password_hash = coalesce(%s, password_hash), "
@@ -155,6 +184,16 @@ def authenticate(conn: psycopg.Connection, username: str, password: str) -> Offi
         conn.execute("UPDATE officers SET password_hash = %s WHERE username = %s",
                      (hash_password(password), username))
     return Officer(*row[1:])
+
+
+def password_matches(conn: psycopg.Connection, username: str, password: str) -> bool:
+    """Whether ``password`` is the officer's password (active or not)."""
+    row = conn.execute("SELECT password_hash FROM officers WHERE username = %s",
+                       (username,)).fetchone()
+    try:
+        return row is not None and _HASHER.verify(row[0], password)
+    except (VerificationError, InvalidHashError):
+        return False
 
 
 def ensure_admin(conn: psycopg.Connection, password: str | None) -> str | None:

@@ -23,7 +23,13 @@ MIN_KEY_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash 
 
 
 class TokenInvalid(Exception):
-    """A bearer token that is malformed, badly signed or expired; the message says which."""
+    """A bearer token that is malformed, badly signed or expired. The message is one of two
+    fixed texts (``invalid token``, ``token expired``) fit for a 401 answer; the library's
+    own words, which would tell a prober how a forgery failed, stay in ``reason`` for logs."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 @dataclass(frozen=True)
@@ -75,12 +81,12 @@ class Tokens:
                                 options={"require": ["sub", "exp", "iat"], "verify_exp": False,
                                          "verify_iat": False})
         except jwt.InvalidTokenError as exc:
-            raise TokenInvalid(f"invalid token: {exc}") from exc
+            raise TokenInvalid("invalid token", f"{type(exc).__name__}: {exc}") from exc
         exp, iat = claims["exp"], claims["iat"]
         auth_time, pwv = claims.get("auth_time", iat), claims.get("pwv")
         if not all(isinstance(v, int) for v in (exp, iat, auth_time)) or not (
                 pwv is None or isinstance(pwv, int)):
-            raise TokenInvalid("invalid token: exp, iat, auth_time and pwv must be integers")
+            raise TokenInvalid("invalid token", "exp, iat, auth_time and pwv must be integers")
         return Claims(str(claims["sub"]), auth_time, exp, pwv)
 
     def claims(self, token: str) -> Claims:

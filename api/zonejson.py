@@ -17,7 +17,7 @@ from typing import Any
 
 from api.errors import Problem
 from api.wire import feature, point, to_ms
-from geofence.zones import Zone, ZoneError, parse_zone
+from geofence.zones import Zone, ZoneError, check_kind_fits_purpose, check_vertices, parse_zone
 
 _OVERRIDES = ("margin_m", "confirm_fixes", "escalate_after_s")
 _TOP_LEVEL_OF_FEATURE = ("geometry", "id", "type")
@@ -74,10 +74,13 @@ def _feature_path(path: str) -> str:
     return "$" + rest
 
 
-def parse_zone_document(doc: Any, supervisee_id: str, zone_id: str) -> tuple[dict, Zone]:
+def parse_zone_document(doc: Any, supervisee_id: str, zone_id: str,
+                        max_vertices: int | None = None) -> tuple[dict, Zone]:
     """Validate a zone sent to the API; return (the contract's zone object, the Zone).
 
-    Raises Problem(422) naming the JSON path of the bad part of ``doc``.
+    Beyond ``parse_zone``: the kind must fit the purpose, and a polygon may have at most
+    ``max_vertices`` positions (counted before parsing). Raises Problem(422) naming the JSON
+    path of the bad part of ``doc``.
     """
     if not isinstance(doc, dict):
         raise Problem(422, "expected a GeoJSON Feature or a zone object", path="$")
@@ -87,7 +90,10 @@ def parse_zone_document(doc: Any, supervisee_id: str, zone_id: str) -> tuple[dic
                       path="$.id")
     obj = _from_feature(doc, zone_id) if is_feature else {**doc, "id": zone_id}
     try:
+        if max_vertices is not None:
+            check_vertices(obj.get("geometry"), max_vertices, "$.geometry")
         zone = parse_zone(obj, supervisee_id, "$")
+        check_kind_fits_purpose(zone, "$")
     except ZoneError as exc:
         path = _feature_path(exc.path) if is_feature else exc.path
         raise Problem(422, f"invalid zone: {exc.message}", path=path) from exc

@@ -25,9 +25,19 @@ class Settings(BaseSettings):
     mqtt_url: str | None = Field(
         None, description="MQTT broker URL mqtt://user:pass@host:port; unset = embedded Mosquitto"
     )
-    data_dir: Path = Field(Path(".giamsat"), description="state of the embedded services")
-    embedded_mqtt_port: int = Field(1883, description="port of the embedded Mosquitto")
-    embedded_pg_port: int = Field(55432, description="port of the embedded PostgreSQL")
+    data_dir: Path = Field(
+        Path(".giamsat"),
+        description="state of the embedded services (run by root with this default, PostgreSQL's "
+        "cluster goes to /var/tmp/giamsat-<hash> when its account cannot reach the directory)",
+    )
+    embedded_mqtt_port: int = Field(
+        1883, description="port of the embedded broker; unset and taken = a free port, printed; "
+        "set and taken = an error"
+    )
+    embedded_pg_port: int = Field(
+        55432, description="port of the embedded PostgreSQL; unset and taken = a free port, "
+        "printed; set and taken = an error"
+    )
     http: str = Field("127.0.0.1:8000", description="host:port of the HTTP API and dashboard")
     admin_password: str | None = Field(
         None, description="password of the user 'admin', set at first start (random if unset)"
@@ -77,6 +87,21 @@ class Settings(BaseSettings):
     )
     tile_url: str | None = Field(
         None, description="map tile URL template; unset = offline map of unit boundaries"
+    )
+    login_max_failures: int = Field(
+        10, description="wrong passwords for one username within the window before its sign-ins "
+        "are refused (429) until the window has passed; 0 = no limit"
+    )
+    login_max_failures_per_address: int = Field(
+        30, description="failed sign-ins from one client address within the window before "
+        "that address is refused (429); 0 = no limit (behind a proxy all share one address)"
+    )
+    login_failure_window_s: int = Field(900, description="window of the sign-in limits, s")
+    max_body_bytes: int = Field(
+        2_097_152, description="largest request body the API accepts (413 above), bytes"
+    )
+    max_zone_vertices: int = Field(
+        10_000, description="most vertices of one zone or permit area (422 above)"
     )
 
     def http_host_port(self) -> tuple[str, int]:

@@ -31,6 +31,9 @@ __all__ = [
     "Circle",
     "Zone",
     "ZoneError",
+    "check_kind_fits_purpose",
+    "check_vertices",
+    "count_positions",
     "parse_geometry",
     "parse_zone",
 ]
@@ -42,6 +45,16 @@ PURPOSES = ("residence", "ban", "curfew", "protection", "other")
 # Coordinates outside are refused: that is how lat/lon swaps are caught.
 VIETNAM_BOUNDS = (101.5, 6.0, 118.0, 24.5)
 MAX_RADIUS_M = 150_000.0  # circles up to 300 km across, the accuracy bound of contract §2
+# The kind each purpose implies (contract §2): the commune of residence and a curfew are places
+# the person must be in; a banned locality (cấm cư trú) and a victim's home (protection) are
+# places they must stay out of. `other` may be either. Checked where zones are written (API,
+# import), not when stored zones are loaded: an older stored zone stays enforced as it is.
+PURPOSE_KIND = {
+    "residence": "inclusion",
+    "curfew": "inclusion",
+    "ban": "exclusion",
+    "protection": "exclusion",
+}
 _ZONE_KEYS = {
     "id", "kind", "purpose", "geometry", "center", "radius_m", "schedule",
     "margin_m", "confirm_fixes", "escalate_after_s", "tz", "name", "description",
@@ -150,6 +163,42 @@ def parse_zone(
         ),
         tz=_opt_tz(obj.get("tz"), f"{path}.tz"),
     )
+
+
+def check_kind_fits_purpose(zone: Zone, path: str = "$") -> None:
+    """Raise `ZoneError` at `path`.kind when the zone's kind contradicts its purpose."""
+    wanted = PURPOSE_KIND.get(zone.purpose)
+    if wanted is not None and zone.kind != wanted:
+        raise ZoneError(
+            f"{path}.kind",
+            f"a {zone.purpose} zone is an {wanted} zone (the person must be "
+            f"{'inside' if wanted == 'inclusion' else 'outside'}), not {zone.kind!r}; "
+            "use purpose 'other' for anything else",
+        )
+
+
+def count_positions(coords: Any, depth: int) -> int:
+    """How many positions nested lists `depth` levels deep hold (GeoJSON coordinates: 2 for a
+    Polygon, 3 for a MultiPolygon), without parsing them: cheap enough to run before
+    `parse_geometry` on a document of any size."""
+    if not isinstance(coords, list):
+        return 0
+    if depth <= 1:
+        return len(coords)
+    return sum(count_positions(c, depth - 1) for c in coords)
+
+
+def check_vertices(geometry: Any, limit: int, path: str = "$") -> None:
+    """Raise `ZoneError` when a GeoJSON (Multi)Polygon has more than `limit` positions."""
+    if not isinstance(geometry, dict):
+        return
+    depth = {"Polygon": 2, "MultiPolygon": 3}.get(str(geometry.get("type")))
+    n = count_positions(geometry.get("coordinates"), depth) if depth else 0
+    if n > limit:
+        raise ZoneError(
+            f"{path}.coordinates",
+            f"{n} positions: at most {limit} per area (simplify the shape)",
+        )
 
 
 def _parse_id(value: Any, path: str) -> str:

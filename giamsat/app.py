@@ -23,7 +23,16 @@ import psycopg
 
 from config import Settings
 from giamsat.brokerconfig import EmbeddedBrokerAuth, embedded_broker_auth
-from giamsat.services import EmbeddedMosquitto, EmbeddedPostgres, ServiceError, port_is_free
+from giamsat.services import (
+    EmbeddedMosquitto,
+    EmbeddedPostgres,
+    ServiceError,
+    choose_port,
+    explicit_setting,
+    pg_data_dir,
+    port_is_free,
+    record_port,
+)
 from giamsat.supervisor import SUPERVISOR_ENV
 from schema import connect, migrate
 
@@ -32,7 +41,18 @@ DB_NAME = "giamsat"
 
 
 def _pg_dir(settings: Settings) -> Path:
-    return settings.data_dir / "postgres"
+    return pg_data_dir(settings.data_dir, explicit="data_dir" in settings.model_fields_set)
+
+
+def _pg_port(settings: Settings) -> int:
+    return choose_port(settings.embedded_pg_port, "GIAMSAT_EMBEDDED_PG_PORT",
+                       explicit_setting(settings, "embedded_pg_port"), "the embedded PostgreSQL")
+
+
+def _announce(service: str, port: int, default: int) -> None:
+    """Say where an embedded service listens when it is not its default port."""
+    if port != default:
+        print(f"  {service} listens on 127.0.0.1:{port} ({default} is taken)", flush=True)
 
 
 def _ensure_database(server_url: str) -> str:
@@ -44,13 +64,17 @@ def _ensure_database(server_url: str) -> str:
     return server_url.rsplit("/", 1)[0] + "/" + DB_NAME
 
 
-def _embedded_pg_running(settings: Settings) -> bool:
-    """True when our own embedded PostgreSQL (from a running ``giamsat up``) holds the port."""
-    pid_file = _pg_dir(settings) / "postmaster.pid"
-    if port_is_free(settings.embedded_pg_port) or not pid_file.exists():
-        return False
-    lines = pid_file.read_text().splitlines()
-    return len(lines) > 3 and lines[3].strip() == str(settings.embedded_pg_port)
+def _embedded_pg_running(pg_dir: Path) -> int | None:
+    """The port of our own embedded PostgreSQL when one (from a running ``giamsat up``) serves
+    ``pg_dir``: its ``postmaster.pid`` names the port (line 4), which must be in use."""
+    try:
+        lines = (pg_dir / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return None
+    if len(lines) <= 3 or not lines[3].strip().isdigit():
+        return None
+    port = int(lines[3])
+    return None if port_is_free(port) else port
 
 
 @contextlib.contextmanager
@@ -59,10 +83,12 @@ def database_url(settings: Settings) -> Iterator[str]:
     if settings.database_url:
         yield settings.database_url
         return
-    pg = EmbeddedPostgres(_pg_dir(settings), settings.embedded_pg_port)
-    if _embedded_pg_running(settings):
-        yield _ensure_database(pg.url)
+    pg_dir = _pg_dir(settings)
+    running = _embedded_pg_running(pg_dir)
+    if running is not None:
+        yield _ensure_database(EmbeddedPostgres(pg_dir, running).url)
         return
+    pg = EmbeddedPostgres(pg_dir, _pg_port(settings))
     pg.start()
     try:
         yield _ensure_database(pg.url)
@@ -159,6 +185,27 @@ class Stack:
             self.pg.stop()
 
 
+UP_PID = "up.pid"
+
+
+def _claim_data_dir(settings: Settings) -> Path:
+    """Note that this ``giamsat up`` runs on the data directory; refuse when another still
+    does (its embedded servers would be taken for leftovers of a killed start)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / UP_PID
+    try:
+        other = int(path.read_text().strip())
+        cmdline = Path(f"/proc/{other}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        other, cmdline = 0, b""
+    if other and other != os.getpid() and b"giamsat" in cmdline and b"up" in cmdline:
+        raise ServiceError(f"giamsat up (pid {other}) already runs with data directory "
+                           f"{settings.data_dir.resolve()}: stop it first, or set another "
+                           "GIAMSAT_DATA_DIR")
+    path.write_text(f"{os.getpid()}\n")
+    return path
+
+
 def _start_services(settings: Settings, stack: Stack) -> tuple[str, str, str]:
     """Resolve (database URL, service MQTT URL, simulator MQTT URL), starting embedded services
     where none is configured. The embedded broker admits only the logins and devices that
@@ -167,8 +214,11 @@ def _start_services(settings: Settings, stack: Stack) -> tuple[str, str, str]:
     if settings.database_url:
         db_url = settings.database_url
     else:
-        stack.pg = EmbeddedPostgres(_pg_dir(settings), settings.embedded_pg_port)
+        port = _pg_port(settings)
+        stack.pg = EmbeddedPostgres(_pg_dir(settings), port)
         db_url = _ensure_database(stack.pg.start())
+        record_port(settings.data_dir, "postgres", port)
+        _announce("the embedded PostgreSQL", port, settings.embedded_pg_port)
     if settings.mqtt_url:
         return db_url, settings.mqtt_url, settings.mqtt_url
     auth = embedded_broker_auth(settings.data_dir, settings.mqtt_username, settings.mqtt_password)
@@ -176,10 +226,13 @@ def _start_services(settings: Settings, stack: Stack) -> tuple[str, str, str]:
         migrate(conn)  # device_credentials
         auth.sync(conn)
     stack.broker_auth = auth
-    stack.mqtt = EmbeddedMosquitto(settings.data_dir / "mosquitto", settings.embedded_mqtt_port,
+    port = choose_port(settings.embedded_mqtt_port, "GIAMSAT_EMBEDDED_MQTT_PORT",
+                       explicit_setting(settings, "embedded_mqtt_port"), "the embedded broker")
+    stack.mqtt = EmbeddedMosquitto(settings.data_dir / "mosquitto", port,
                                    auth_lines=auth.auth_lines())
     stack.mqtt.start()
-    port = settings.embedded_mqtt_port
+    record_port(settings.data_dir, "mqtt", port)
+    _announce("the embedded MQTT broker", port, settings.embedded_mqtt_port)
     return db_url, auth.service.url("127.0.0.1", port), auth.simulator.url("127.0.0.1", port)
 
 
@@ -224,12 +277,12 @@ def _prepare_database(settings: Settings, db_url: str, demo: bool) -> Path | Non
 def _load_demo(conn: psycopg.Connection, settings: Settings) -> Path:
     import orjson
 
-    from giamsat.demo import create_demo_officers
+    from giamsat.demo import create_demo_officers, missing_part
     from giamsat.importer import import_document
     from simulators.demo import build_demo_document
 
     doc = build_demo_document()
-    summary = import_document(conn, doc)
+    summary = import_document(conn, missing_part(conn, doc))  # what users changed stays
     log.info("demo registry: %s", summary)
     path = settings.data_dir / "demo-registry.json"
     path.write_bytes(orjson.dumps(doc))
@@ -246,7 +299,7 @@ def _children(settings: Settings, env: dict[str, str], demo_file: Path | None,
     kids = [Child("worker", [*exe, "worker"], env), Child("api", [*exe, "api"], env)]
     if demo_file is not None and simulate:
         sim = [*exe, "simulate", "--registry", str(demo_file), "--duration", "86400",
-               "--mqtt-url", sim_url, "--scenario", "normal,exit,enter_ban",
+               "--mqtt-url", sim_url, "--scenario", "away,exit,enter_ban",
                "--quiet"]
         if devices:
             import orjson
@@ -299,7 +352,9 @@ def run_up(settings: Settings, demo: bool = False, simulate: bool = True,
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # HUP: its terminal closed
         signal.signal(signum, on_signal)
+    claim: Path | None = None
     try:
+        claim = _claim_data_dir(settings)
         db_url, mqtt_url, sim_url = _start_services(settings, stack)
         demo_file = _prepare_database(settings, db_url, demo)
         _sync_broker(stack, db_url)  # the demo registry's devices
@@ -330,6 +385,8 @@ def run_up(settings: Settings, demo: bool = False, simulate: bool = True,
         return 2
     finally:
         stack.stop()
+        if claim is not None:
+            claim.unlink(missing_ok=True)
 
 
 def run_api(settings: Settings) -> int:

@@ -498,10 +498,13 @@ def embedded_broker_auth(data_dir: Path, service_user: str | None = None,
 
 def embedded_login_url(settings: Settings, role: str) -> str:
     """The embedded broker's URL with the ``service`` or ``simulator`` login, for a process
-    started without ``GIAMSAT_MQTT_URL`` (the same data_dir finds the same secrets)."""
+    started without ``GIAMSAT_MQTT_URL`` (the same data_dir finds the same secrets, and the
+    port ``giamsat up`` chose)."""
+    from giamsat.services import embedded_port
+
     auth = embedded_broker_auth(settings.data_dir, settings.mqtt_username, settings.mqtt_password)
     login = auth.service if role == "service" else auth.simulator
-    return login.url("127.0.0.1", settings.embedded_mqtt_port)
+    return login.url("127.0.0.1", embedded_port(settings, "mqtt", "embedded_mqtt_port"))
 
 
 # --- giamsat broker-config ------------------------------------------------------------------

@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                   "drive the running service and print sustained fixes/s and alert latency")
     _add_optional(sub, "broker-config", "giamsat.brokerconfig",
                   "write a Mosquitto password file and ACL from the device registry")
+    _add_optional(sub, "officer", "giamsat.officercmd",
+                  "officer accounts from the machine: reset a password, enable or disable an "
+                  "account, list them (the way back when no admin can sign in)")
     return parser
 
 

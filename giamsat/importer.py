@@ -31,7 +31,13 @@ import registry.supervisees
 import registry.units
 import registry.zones
 from geofence.policy import Permit, PermitRefused, PolicyTable, Supervisee, check_permit
-from geofence.zones import ZoneError, parse_geometry, parse_zone, zone_columns
+from geofence.zones import (
+    ZoneError,
+    check_kind_fits_purpose,
+    parse_geometry,
+    parse_zone,
+    zone_columns,
+)
 
 SENTENCE_TYPES = ("an_treo", "cai_tao_khong_giam_giu", "tha_tu_truoc_thoi_han",
                   "hoan_tam_dinh_chi", "quan_che", "cam_cu_tru")
@@ -172,6 +178,7 @@ def validate(doc: dict, conn: psycopg.Connection, policies: PolicyTable) -> _Pla
     sups = _validate_supervisees(ck, doc, plan, unit_codes)
     known_sups = _existing(conn, "SELECT id FROM supervisees") | set(sups)
     _validate_devices(ck, doc, plan, known_sups)
+    _validate_wearers(ck, plan, conn)
     _validate_permits(ck, doc, plan, conn, sups, known_sups, policies)
     if ck.errors:
         raise ImportError_(ck.errors)
@@ -245,6 +252,7 @@ def _validate_zones(ck: _Checker, rec: dict, path: str, sid: str, plan: _Plan) -
         zpath = f"{path}.zones[{j}]"
         try:
             zone = parse_zone(z, sid, zpath)
+            check_kind_fits_purpose(zone, zpath)
         except ZoneError as exc:
             ck.fail(exc.path, str(exc.message))
             continue
@@ -270,7 +278,23 @@ def _validate_devices(ck: _Checker, doc: dict, plan: _Plan, sups: set) -> None:
         if sup is not None and sup not in sups:
             ck.fail(f"{path}.supervisee", f"names no supervisee: {sup!r}")
         if did:
-            plan.devices.append({"id": did, "supervisee": sup})
+            plan.devices.append({"id": did, "supervisee": sup, "path": path})
+
+
+def _validate_wearers(ck: _Checker, plan: _Plan, conn: psycopg.Connection) -> None:
+    """A supervisee wears one device at a time: counting the devices the database has on
+    them, except those the document moves, no supervisee may end up with two."""
+    listed = {d["id"] for d in plan.devices}
+    wearing = {sid: did for did, sid in conn.execute(
+        "SELECT device_id, supervisee_id FROM device_assignments WHERE unassigned_at IS NULL")
+        if did not in listed}
+    for d in plan.devices:
+        sid, other = d["supervisee"], wearing.get(d["supervisee"])
+        if sid is not None and other is not None and other != d["id"]:
+            ck.fail(f"{d['path']}.supervisee",
+                    f"supervisee {sid!r} would wear two devices, {other!r} and {d['id']!r}")
+        if sid is not None:
+            wearing[sid] = d["id"]
 
 
 def _validate_permits(ck: _Checker, doc: dict, plan: _Plan, conn: psycopg.Connection,
@@ -371,9 +395,12 @@ def apply(conn: psycopg.Connection, plan: _Plan) -> ImportSummary:
             conn, s["id"], s["name"], s["sentence_type"], s["sentence_start"], s["sentence_end"],
             s["unit"], s["residence_unit"]))
     _apply_zones(conn, plan, summary)
+    # two passes: every device that moves comes off its wearer first, so that a device can go
+    # to a supervisee whose device the same document moves away (one device at a time)
+    moved = _take_off_moving(conn, plan.devices)
     for d in plan.devices:
-        summary.add("devices", registry.devices.set_wearer(conn, d["id"], d["supervisee"],
-                                                           by=IMPORTER))
+        outcome = registry.devices.set_wearer(conn, d["id"], d["supervisee"], by=IMPORTER)
+        summary.add("devices", "updated" if d["id"] in moved else outcome)
     for p in plan.permits:
         summary.add("permits", _apply_permit(conn, p))
     if summary.changed:
@@ -413,6 +440,17 @@ def _apply_permit(conn: psycopg.Connection, p: dict) -> str:
                                      destination=p["destination"], changed_by=IMPORTER,
                                      reason="changed in the imported document")
     return "unchanged" if changed is None else "updated"
+
+
+def _take_off_moving(conn: psycopg.Connection, devices: list[dict]) -> set[str]:
+    """Take off their wearers the devices the document gives to someone else; their ids."""
+    worn = dict(conn.execute("SELECT id, supervisee_id FROM devices WHERE id = ANY(%s)",
+                             ([d["id"] for d in devices],)).fetchall())
+    moved = {d["id"] for d in devices
+             if worn.get(d["id"]) is not None and worn[d["id"]] != d["supervisee"]}
+    for device_id in sorted(moved):
+        registry.devices.unassign(conn, device_id)
+    return moved
 
 
 def import_document(conn: psycopg.Connection, doc: dict,

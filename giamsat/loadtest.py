@@ -27,6 +27,7 @@ import psycopg
 from config import Settings
 from config.mqtt import PUBLISH_WINDOW, parse_mqtt_url
 from giamsat.brokerconfig import embedded_login_url
+from giamsat.services import embedded_port
 
 # A load-test supervisee's home is scattered over this box (the demo province, Bắc Ninh),
 # its residence zone a 64-gon of RESIDENCE_RADIUS_M around it; violators move VIOLATION_M out.
@@ -344,10 +345,14 @@ def _plans(args: argparse.Namespace, mqtt_url: str,
     return plans
 
 
+def _pg_port(settings: Settings) -> int:
+    return embedded_port(settings, "postgres", "embedded_pg_port")
+
+
 def _urls(args: argparse.Namespace, settings: Settings) -> tuple[str, str, str | None]:
     mqtt_url = args.mqtt_url or settings.mqtt_url or embedded_login_url(settings, "simulator")
     db_url = args.database_url or settings.database_url or \
-        f"postgresql://postgres@127.0.0.1:{settings.embedded_pg_port}/giamsat"
+        f"postgresql://postgres@127.0.0.1:{_pg_port(settings)}/giamsat"
     host, port = settings.http_host_port()
     metrics = args.metrics_url or f"http://{host}:{port}/metrics"
     return mqtt_url, db_url, metrics

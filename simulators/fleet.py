@@ -11,6 +11,9 @@ share of the eligible devices misbehave from `scenario_after_s` on:
 
 - `normal`: nothing special;
 - `exit`: leave the residence zone by >= 1.5 km (by motorbike) and stay out;
+- `away`: one person is >= 1.5 km out of their residence zone already when the fleet starts
+  (gone overnight) and stays out, so a zone alert follows the first fixes (the demo's alert
+  within a minute of `giamsat up --demo`, where `exit` takes minutes of riding);
 - `enter_ban`: a cấm cư trú (residence ban) person rides >= 700 m into a banned commune and stays;
 - `tamper`: the strap is opened (`strap_open` event, heartbeats say `strap: open`);
 - `offline`: the device goes silent for good;
@@ -51,7 +54,8 @@ from simulators.movement import (
 )
 from simulators.profiles import Circle, Profile, profiles
 
-SCENARIOS = ("normal", "exit", "enter_ban", "tamper", "offline", "curfew")
+SCENARIOS = ("normal", "exit", "away", "enter_ban", "tamper", "offline", "curfew")
+ONE_DEVICE = frozenset({"away"})  # scenarios played by a single device whatever the share
 Message = tuple[str, bytes, int]
 
 ROAM_MARGIN_M = 500.0  # everyday trips stay this far inside the residence zone (noise <= 300 m)
@@ -86,7 +90,7 @@ class FleetConfig:
 
 def eligible(scenario: str, p: Profile) -> bool:
     """Whether a device can play a scenario (exit needs a residence to leave, and so on)."""
-    if scenario == "exit":
+    if scenario in ("exit", "away"):
         return p.confined and p.residence is not None and not p.permits
     if scenario == "enter_ban":
         return bool(p.bans)
@@ -107,6 +111,8 @@ def assign_scenarios(
             continue
         pool = [p.device_id for p in profs if p.device_id not in taken and eligible(s, p)]
         k = min(len(pool), max(1, round(share * len(pool)))) if pool else 0
+        if s in ONE_DEVICE:
+            k = min(k, 1)
         taken.update((d, s) for d in rng.sample(pool, k))
     return taken
 
@@ -136,6 +142,8 @@ class SimDevice:
         self.chg, self.strap, self.batt_t = False, "ok", start_ms
         self.last_src = "gnss"
         self._timers(start_ms)
+        if scenario == "away":
+            self._start_away(start_ms)
 
     # -- setup
 
@@ -374,6 +382,16 @@ class SimDevice:
             # silent for good: nothing more, not even the fixes buffered in a gap
             self.timers = dict.fromkeys(self.timers, math.inf)
 
+    def _start_away(self, t: int) -> None:
+        """Begin out of the residence, where an `exit` would have taken the person."""
+        circles = [(c, r + 200) for c, r in self.protect]
+        target = point_outside(self.residence, self.home, EXIT_DISTANCE_M, self.rng, circles)
+        if target is None:
+            return
+        self.timers["activate"] = math.inf
+        self.active, self.target = True, target
+        self.path = Path(target, t)
+
     def _ban_target(self, here: tuple[float, float]) -> tuple[float, float] | None:
         found = [nearest_inside(b, here, BAN_DEPTH_M) for b in self.bans]
         points = [p for p in found if p is not None]
@@ -391,7 +409,7 @@ class SimDevice:
         """The next legs from the end of the current plan at t."""
         target, curfew = self.target, self.p.curfew
         if self.active and target is not None:
-            if self.scenario in ("exit", "enter_ban"):
+            if self.scenario in ("exit", "away", "enter_ban"):
                 return self._plan_away(t, target)
             if self.scenario == "curfew" and curfew and in_schedule(curfew.schedule or [], t):
                 return self._plan_curfew(t, target)
@@ -458,7 +476,7 @@ class SimDevice:
     def _loiter_area(self, target: tuple[float, float]) -> BaseGeometry | None:
         """Where to wander near the target: >= 1.3 km out of the residence, or >= 600 m into a ban."""
         near = Point(target).buffer(300)
-        if self.scenario == "exit":
+        if self.scenario in ("exit", "away"):
             area = near.difference(self.residence.buffer(EXIT_DISTANCE_M - 200))
         else:
             area = near.intersection(_union(self.bans).buffer(-(BAN_DEPTH_M - 100)))

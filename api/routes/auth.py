@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
-from api.deps import Caller, Conn, Ctx, oauth2, officer_from_token
+from api import signin
+from api.deps import ApiContext, Caller, Conn, Ctx, oauth2, officer_from_token
 from api.officers import Officer, authenticate
 from api.tokens import TokenInvalid
+from api.wire import MAX_MS, MIN_MS, to_dt, to_ms
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
 log = logging.getLogger("giamsat.api")
@@ -36,19 +39,68 @@ class MeView(UserView):
     units: list[str] | None  # unit codes in scope; null = every unit (admin)
 
 
+def throttle(ctx: ApiContext) -> signin.Throttle:
+    s = ctx.settings
+    return signin.Throttle(s.login_max_failures, s.login_max_failures_per_address,
+                           s.login_failure_window_s)
+
+
 @router.post("/auth/token", response_model=TokenView,
-             responses={401: {"description": "wrong username or password"}})
-def token(ctx: Ctx, conn: Conn,
+             responses={401: {"description": "wrong username or password"},
+                        429: {"description": "too many failed sign-ins for this username or "
+                                             "from this address: try again after Retry-After s"}})
+def token(request: Request, ctx: Ctx, conn: Conn,
           form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenView:
-    """Exchange username and password (form fields) for a short-lived bearer token."""
+    """Exchange username and password (form fields) for a short-lived bearer token. Failed
+    sign-ins are audited and, past ``GIAMSAT_LOGIN_MAX_FAILURES`` for a username (or
+    ``GIAMSAT_LOGIN_MAX_FAILURES_PER_ADDRESS`` from an address) within
+    ``GIAMSAT_LOGIN_FAILURE_WINDOW_S``, refused with 429 and ``Retry-After``."""
+    address = request.client.host if request.client else "unknown"
+    now = ctx.now()
+    wait = signin.retry_after(conn, throttle(ctx), form.username, address, now)
+    if wait:
+        ctx.metrics.logins.labels("throttled").inc()
+        _fail(conn, form.username, address, now, "throttled")
+        raise HTTPException(429, f"too many failed sign-ins: try again in {wait} s / đăng nhập "
+                                 f"sai quá nhiều lần, thử lại sau {wait} giây",
+                            headers={"Retry-After": str(wait)})
     officer = authenticate(conn, form.username, form.password)
     if officer is None:
         ctx.metrics.logins.labels("failed").inc()
+        _fail(conn, form.username, address, now, "password")
         raise HTTPException(401, "wrong username or password / sai tên đăng nhập hoặc mật khẩu",
                             headers={"WWW-Authenticate": "Bearer"})
     ctx.metrics.logins.labels("ok").inc()
+    signin.record(conn, officer.username, address, now, None)
     log.info("sign-in officer=%s", officer.username)
     return _token_view(ctx, officer, None)
+
+
+def _fail(conn: Conn, username: str, address: str, now: datetime, reason: str) -> None:
+    """Audit a failed attempt and commit it: the request's transaction rolls back on the
+    error answer that follows."""
+    signin.record(conn, username, address, now, reason)
+    conn.commit()
+
+
+@router.get("/auth/failures", responses={403: {"description": "admins only"}})
+def sign_in_failures(
+    ctx: Ctx, caller: Caller, conn: Conn,
+    since: Annotated[int | None, Query(ge=MIN_MS, le=MAX_MS, description=(
+        "failed at or after, epoch ms (default: the last 24 h)"))] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict:
+    """Recent failed sign-ins, newest first (admin): when (ms), the username as typed and
+    whether it names an officer, the client address, why (``password``, ``throttled``); and
+    the usernames and addresses refused right now."""
+    caller.require_admin()
+    now = ctx.now()
+    start = to_dt(since) if since is not None else now - timedelta(hours=24)
+    out = signin.recent_failures(conn, throttle(ctx), now, start, limit)
+    out["failures"] = [{**r, "at": to_ms(r["at"])} for r in out["failures"]]
+    return {**out, "window_s": ctx.settings.login_failure_window_s,
+            "max_failures": ctx.settings.login_max_failures,
+            "max_failures_per_address": ctx.settings.login_max_failures_per_address}
 
 
 @router.post("/auth/refresh", response_model=TokenView,

@@ -70,14 +70,25 @@ def list_devices(caller: Caller, conn: Conn,
     return [_device(r) for r in rows]
 
 
+def _check_not_wearing(conn: psycopg.Connection, sid: str) -> None:
+    """A supervisee wears one device at a time (also a unique index, for concurrent calls)."""
+    row = conn.execute("SELECT device_id FROM device_assignments WHERE supervisee_id = %s "
+                       "AND unassigned_at IS NULL", (sid,)).fetchone()
+    if row is not None:
+        raise HTTPException(409, f"supervisee {sid!r} wears device {row[0]!r} already: "
+                                 "unassign it first / đối tượng đang đeo thiết bị khác")
+
+
 def _assign(conn: psycopg.Connection, ctx: Any, caller: Scope, device_id: str, sid: str) -> None:
+    _check_not_wearing(conn, sid)
     registry.devices.assign(conn, device_id, sid, by=caller.username, now=ctx.now())
     bump_registry(conn)
     audit(conn, ctx, caller, "device.assign", device_id, {"supervisee_id": sid})
 
 
 @router.post("/devices", status_code=201,
-             responses={403: {"description": "admins only"}, 409: {"description": "exists"}})
+             responses={403: {"description": "admins only"},
+                        409: {"description": "exists, or the supervisee wears another device"}})
 def create_device(ctx: Ctx, caller: Caller, conn: Conn,
                   body: Annotated[DeviceCreate, Body()]) -> dict:
     """Register a device (admin), optionally assigned to a supervisee at once."""
@@ -96,7 +107,8 @@ def create_device(ctx: Ctx, caller: Caller, conn: Conn,
 
 @router.post("/devices/{device_id}/assign",
              responses={404: {"description": "device or supervisee not in your scope"},
-                        409: {"description": "the device is worn by someone else"}})
+                        409: {"description": "the device is worn by someone else, or the "
+                                              "supervisee wears another device"}})
 def assign_device(device_id: DeviceId, ctx: Ctx, caller: Caller, conn: Conn,
                   body: Annotated[Assign, Body()]) -> dict:
     """Put the device on a supervisee of your scope; it must be free (unassign it first)."""

@@ -23,7 +23,7 @@ from api.errors import Problem
 from api.registry import SuperviseeId, bump_registry, refused, supervisee
 from api.wire import MAX_MS, MIN_MS, to_dt, to_ms
 from geofence.policy import Permit, PermitRefused, Supervisee, check_permit
-from geofence.zones import ZoneError, parse_geometry
+from geofence.zones import ZoneError, check_vertices, parse_geometry
 
 router = APIRouter(prefix="/api/v1", tags=["permits"])
 
@@ -193,6 +193,7 @@ def create_permit(sid: SuperviseeId, ctx: Ctx, caller: Caller, conn: Conn,
     dest = None
     if body.destination != "anywhere":
         try:
+            check_vertices(body.destination, ctx.settings.max_zone_vertices, "$.destination")
             dest = parse_geometry(body.destination, "$.destination")
         except ZoneError as exc:
             raise Problem(422, f"invalid destination: {exc.message} (or \"anywhere\")",

@@ -143,7 +143,7 @@ def put_zone(sid: SuperviseeId, zone_id: ZoneId, ctx: Ctx, caller: Caller, conn:
     recorded as yours; the earlier versions stay (``.../versions``). The pipeline reloads it
     (registry version bumped). The same zone again writes nothing (200)."""
     supervisee(conn, caller, sid)
-    obj, zone = parse_zone_document(body, sid, zone_id)
+    obj, zone = parse_zone_document(body, sid, zone_id, ctx.settings.max_zone_vertices)
     try:
         outcome, row = registry.zones.put_zone(
             conn, sid, zone_id, zone_columns(obj, zone), changed_by=caller.username,

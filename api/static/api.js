@@ -45,7 +45,11 @@ export async function login(username, password) {
     headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
     body,
   });
-  if (!res.ok) throw new ApiError(res.status, await errorText(res));
+  if (!res.ok) {
+    const err = new ApiError(res.status, await errorText(res));
+    err.retryAfter = Number(res.headers.get('Retry-After')) || null; // 429: too many failures
+    throw err;
+  }
   const data = await res.json();
   keep(data, null);
   if (!session.user) session.user = await get('/me');

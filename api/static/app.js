@@ -5,6 +5,7 @@ import * as api from './api.js';
 import { applyStatic, getLang, setLang, t } from './i18n.js';
 import { MapView } from './map.js';
 import { renderReport } from './report.js';
+import { renderSignins } from './signins.js';
 import {
   beep, currentMonth, fill, formatDate, formatDateTime, h, label, relativeTime, unlockAudio,
 } from './util.js';
@@ -42,6 +43,7 @@ const state = {
   selectedSup: null,  // {id, detail, zones, track, permits}
   positions: null,
   report: null,
+  signins: null,      // admins: GET /auth/failures
   timers: [],
 };
 
@@ -120,7 +122,8 @@ async function onLoginSubmit(ev) {
     err.hidden = true;
     await startApp();
   } catch (e) {
-    err.textContent = e.status === 401 || e.status === 400 ? t('login.failed') : t('login.error');
+    err.textContent = e.status === 429 ? t('login.throttled', { s: e.retryAfter ?? '?' })
+      : e.status === 401 || e.status === 400 ? t('login.failed') : t('login.error');
     err.hidden = false;
   } finally {
     $('login-submit').disabled = false;
@@ -221,6 +224,8 @@ function stopApp() {
   state.supervisees = [];
   state.positions = null;
   state.report = null;
+  state.signins = null;
+  fill($('signins-body'));
   if (state.map) state.map.map.remove(); // another officer may sign in next: start afresh
   state.map = null;
   state.mapReady = null;
@@ -289,6 +294,7 @@ function rerenderAll() {
   renderSupPanel();
   if (state.map) state.map.renderLegend();
   if (state.report) renderReport($('report-body'), state.report, unitName(state.report.unit));
+  if (state.signins) renderSignins($('signins-body'), state.signins);
 }
 
 // --- routing: #/alerts[/id], #/map[/supervisee], #/report ---------------------------------
@@ -296,9 +302,11 @@ function rerenderAll() {
 function route() {
   if ($('app-view').hidden) return;
   const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
-  const view = ['alerts', 'map', 'report'].includes(parts[0]) ? parts[0] : 'alerts';
+  const views = ['alerts', 'map', 'report', ...(isAdmin() ? ['signins'] : [])];
+  const view = views.includes(parts[0]) ? parts[0] : 'alerts';
   state.view = view;
-  for (const v of ['alerts', 'map', 'report']) {
+  $('tab-signins').hidden = !isAdmin();
+  for (const v of ['alerts', 'map', 'report', 'signins']) {
     $(`view-${v}`).hidden = v !== view;
     const tab = $(`tab-${v}`);
     if (v === view) tab.setAttribute('aria-current', 'page');
@@ -309,6 +317,21 @@ function route() {
     if (id !== state.selectedId) selectAlert(id);
   } else if (view === 'map') {
     showMap();
+  } else if (view === 'signins') {
+    loadSignins();
+  }
+}
+
+function isAdmin() {
+  return state.user?.role === 'admin';
+}
+
+async function loadSignins() {
+  try {
+    state.signins = await api.get('/auth/failures');
+    renderSignins($('signins-body'), state.signins);
+  } catch (e) {
+    if (e.status !== 401) toast(errorMessage(e), 'error');
   }
 }
 

@@ -27,8 +27,9 @@ from tests.conftest import cloned_database
 PROVINCE, COMMUNE_A, COMMUNE_B = "PC10-T", "CAX-T01", "CAX-T02"
 OTHER_PROVINCE, COMMUNE_X = "PC10-X", "CAX-X01"
 SV_A, SV_B, SV_X = "SV-A1", "SV-B1", "SV-X1"
+SV_A2 = "SV-A2"  # a second supervisee of commune A, wearing DEV_SPARE
 DEV_A, DEV_B, DEV_X, DEV_FREE = "dev-a1", "dev-b1", "dev-x1", "dev-free"
-DEV_SPARE = "dev-a-spare"  # a second device of SV_A, for unassigning
+DEV_SPARE = "dev-a-spare"  # SV_A2's device, for unassigning (one device per supervisee)
 NAME_A, NAME_B = "Nguyễn Văn Thử A", "Trần Thị Thử B"  # never in a response to an outsider
 PASSWORD = "mat-khau-thu-nghiem"
 ADMIN_PASSWORD = "admin-mat-khau-1"
@@ -127,10 +128,7 @@ def seed(conn: psycopg.Connection, now_ms: int = T0 + 3_600_000) -> World:
         _supervisee(conn, SV_B, NAME_B, "quan_che", COMMUNE_B, DEV_B)
         _supervisee(conn, SV_X, "Lê Văn X", "cam_cu_tru", COMMUNE_X, DEV_X)
         conn.execute("INSERT INTO devices (id) VALUES (%s)", (DEV_FREE,))
-        conn.execute("INSERT INTO devices (id, supervisee_id) VALUES (%s, %s)",
-                     (DEV_SPARE, SV_A))
-        conn.execute("INSERT INTO device_assignments (device_id, supervisee_id, assigned_by) "
-                     "VALUES (%s, %s, 'test')", (DEV_SPARE, SV_A))
+        _supervisee(conn, SV_A2, "Phạm Văn Thử A2", "an_treo", COMMUNE_A, DEV_SPARE)
         conn.execute("INSERT INTO zones (supervisee_id, id, kind, purpose, geometry) VALUES "
                      "(%s, 'residence', 'inclusion', 'residence', %s), "
                      "(%s, 'to-delete', 'exclusion', 'ban', %s), "

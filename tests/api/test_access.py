@@ -18,6 +18,7 @@ from tests.api.conftest import (
     NAME_A,
     PASSWORD,
     SV_A,
+    SV_A2,
     SV_B,
     SV_X,
     T0,
@@ -77,6 +78,8 @@ CASES = [
     Case("PUT", "/api/v1/units/{code}", "/api/v1/units/CAX-T03", "admin", 200, "xa.a",
          json={"name": "Công an phường C", "parent": "PC10-T", "ack_within_s": 600}),
     Case("GET", "/api/v1/officers", "/api/v1/officers", "admin", 200, "tinh.t", check="xa.a"),
+    Case("GET", "/api/v1/auth/failures", "/api/v1/auth/failures", "admin", 200, "tinh.t",
+         check="throttled_usernames"),
     Case("POST", "/api/v1/officers", "/api/v1/officers", "admin", 201, "tinh.t",
          json={"username": "xa.c", "password": "mat-khau-moi-1", "role": "commune",
                "unit": "CAX-T03"}),
@@ -115,10 +118,11 @@ CASES = [
          params={"unit": COMMUNE_A}, check=DEV_A),
     Case("POST", "/api/v1/devices", "/api/v1/devices", "admin", 201, "xa.a",
          json={"id": "dev-new-1"}),
-    Case("POST", "/api/v1/devices/{device_id}/assign", f"/api/v1/devices/{DEV_FREE}/assign",
-         "xa.a", 200, "xa.b", json={"supervisee_id": SV_A}, check=SV_A),
+    # SV_A2 takes off DEV_SPARE, then wears DEV_FREE (one device per supervisee)
     Case("POST", "/api/v1/devices/{device_id}/unassign",
          f"/api/v1/devices/{DEV_SPARE}/unassign", "xa.a", 200, "xa.b"),
+    Case("POST", "/api/v1/devices/{device_id}/assign", f"/api/v1/devices/{DEV_FREE}/assign",
+         "xa.a", 200, "xa.b", json={"supervisee_id": SV_A2}, check=SV_A2),
     Case("GET", "/api/v1/devices/{device_id}/assignments",
          f"/api/v1/devices/{DEV_A}/assignments", "xa.a", 200, "xa.b", check=SV_A),
     Case("GET", "/api/v1/positions", "/api/v1/positions", "xa.a", 200, "xa.b",
@@ -195,7 +199,7 @@ def test_outsider_then_insider(api, case: Case):
 def test_province_sees_its_communes_only(api):
     prov = api.auth("tinh.t")
     ids = {s["id"] for s in api.client.get("/api/v1/supervisees", headers=prov).json()}
-    assert ids == {SV_A, SV_B}
+    assert ids == {SV_A, SV_A2, SV_B}
     assert api.client.get(f"/api/v1/supervisees/{SV_X}", headers=prov).status_code == 404
     other = api.auth("tinh.x")
     assert api.client.get(A, headers=other).status_code == 404

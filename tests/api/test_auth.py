@@ -20,7 +20,9 @@ def _login(client: TestClient, user: str, password: str):
 
 def test_login_me_and_expiry(db_url):
     with connect(db_url) as conn:
-        conn.execute("INSERT INTO units (code, name) VALUES ('CAX-1', 'Xã Một')")
+        conn.execute("INSERT INTO units (code, name) VALUES ('PC10-1', 'Tỉnh Một'), "
+                     "('CAX-1', 'Xã Một')")
+        conn.execute("UPDATE units SET parent = 'PC10-1' WHERE code = 'CAX-1'")
         conn.commit()
         create_officer(conn, "can.bo", PASSWORD, "commune", "CAX-1", display_name="Cán bộ")
     clock = MutableClock(T)
@@ -171,13 +173,33 @@ def test_refresh_refuses_a_token_past_a_lowered_session_limit(db_url):
 
 
 def _officer(db_url: str, *units: str, admin: bool = False) -> None:
-    """Commune officer ``can.bo`` (password PASSWORD) of the first of ``units`` (CAX-1), and
-    with ``admin`` the admin (ADMIN_PASSWORD)."""
+    """Commune officer ``can.bo`` (password PASSWORD) of the first of ``units`` (CAX-1, communes
+    of province PC10-1), and with ``admin`` the admin (ADMIN_PASSWORD)."""
     units = units or ("CAX-1",)
     with connect(db_url) as conn:
         if admin:
             ensure_admin(conn, ADMIN_PASSWORD)
-        for code in units:
-            conn.execute("INSERT INTO units (code, name) VALUES (%s, %s)", (code, f"Xã {code}"))
+        conn.execute("INSERT INTO units (code, name) VALUES ('PC10-1', 'Tỉnh Một')")
+        for code in units:  # communes of province PC10-1
+            conn.execute("INSERT INTO units (code, name, parent) VALUES (%s, %s, 'PC10-1')",
+                         (code, f"Xã {code}"))
         conn.commit()
         create_officer(conn, "can.bo", PASSWORD, "commune", units[0])
+
+
+@pytest.mark.parametrize("token", [
+    "not-a-jwt",
+    "a.b.c",
+    "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.",  # alg none
+    # well formed, signed with another key
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhZG1pbiIsImV4cCI6OTk5OTk5OTk5OSwiaWF0IjoxLC"
+    "Jpc3MiOiJnaWFtc2F0In0.4r3H4QwW8fKQe0mFqk3gWkq6a3iC7s0HkC2x1Z9YQ0s",
+])
+def test_a_refused_token_gets_a_fixed_message_not_the_librarys(db_url, token):
+    """401 answers say 'invalid token', never how the token library failed to read it."""
+    with TestClient(make_app(db_url, MutableClock(T))) as client:
+        for path in ("/api/v1/me", "/api/v1/auth/refresh"):
+            call = client.post if path.endswith("refresh") else client.get
+            r = call(path, headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 401
+            assert r.json()["detail"].startswith("invalid token / "), r.text

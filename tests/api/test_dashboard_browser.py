@@ -701,3 +701,49 @@ def test_an_officer_revokes_and_shortens_a_permit(browser, db_url: str, seeded: 
     errors = [e for e in d.get_log("browser")
               if e["level"] == "SEVERE" and e.get("source") == "javascript"]
     assert not errors, errors
+
+
+def test_throttled_sign_in_is_explained_and_admins_see_the_failures(browser, db_url: str,
+                                                                    seeded: Seed,
+                                                                    tmp_path: Path):
+    """Past the limit, the sign-in form says to wait (not that the server is unreachable);
+    the admin finds the failures in their own tab, which officers do not have."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from api.officers import ensure_admin
+
+    with connect(db_url) as conn:
+        ensure_admin(conn, "admin-mat-khau-1")
+    d = browser
+    wait = WebDriverWait(d, 20)
+    with serve_api(db_url, tmp_path, GIAMSAT_LOGIN_MAX_FAILURES="2") as base:
+        d.get(base + "/")
+        err = None
+        for _ in range(3):
+            user = wait.until(EC.visibility_of_element_located((By.ID, "login-username")))
+            user.clear()
+            user.send_keys(OFFICER)
+            pw = d.find_element(By.ID, "login-password")
+            pw.clear()
+            pw.send_keys("doan-sai-mat-khau")
+            d.find_element(By.ID, "login-submit").click()  # disabled until the answer
+            wait.until(lambda _: d.find_element(By.ID, "login-submit").is_enabled())
+            err = wait.until(EC.visibility_of_element_located((By.ID, "login-error")))
+        wait.until(lambda _: "Thử lại sau" in d.find_element(By.ID, "login-error").text)
+        assert err is not None and "giây" in err.text
+
+        user = d.find_element(By.ID, "login-username")
+        user.clear()
+        user.send_keys("admin")
+        pw = d.find_element(By.ID, "login-password")
+        pw.clear()
+        pw.send_keys("admin-mat-khau-1")
+        d.find_element(By.ID, "login-submit").click()
+        tab = wait.until(EC.visibility_of_element_located((By.ID, "tab-signins")))
+        tab.click()
+        body = wait.until(EC.visibility_of_element_located((By.ID, "signins-body")))
+        wait.until(lambda _: "sai mật khẩu" in body.text)
+        assert OFFICER in body.text and "bị chặn" in body.text
+        assert OFFICER in d.find_element(By.ID, "view-signins").text

@@ -6,7 +6,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.api.conftest import DEV_A, DEV_FREE, SV_A, SV_B, square
+from tests.api.conftest import DEV_A, DEV_FREE, DEV_SPARE, SV_A, SV_A2, SV_B, square
+
+SV_B2 = "SV-B2"  # a supervisee of commune B without a device
 
 pytestmark = pytest.mark.services
 
@@ -127,37 +129,45 @@ def test_permit_input_errors(api):
 
 
 def test_device_assignment_history(api):
+    """A device moves from a supervisee of commune B to one of commune A (each wearing no
+    other device: one at a time), its history kept and shown per scope."""
     admin, a, b = api.auth("admin"), api.auth("xa.a"), api.auth("xa.b")
+    assert api.client.post(f"/api/v1/devices/{DEV_SPARE}/unassign",
+                           headers=a).status_code == 200  # SV_A2 wears nothing now
+    with psycopg.connect(api.db_url) as conn:
+        conn.execute("INSERT INTO supervisees (id, name, sentence_type, sentence_start, "
+                     "sentence_end, unit) VALUES (%s, 'B2', 'an_treo', '2025-01-01', "
+                     "'2027-12-31', 'CAX-T02')", (SV_B2,))
     v0 = _version(api)
-    r = api.client.post("/api/v1/devices", json={"id": "dev-hist", "supervisee_id": SV_B},
+    r = api.client.post("/api/v1/devices", json={"id": "dev-hist", "supervisee_id": SV_B2},
                         headers=admin)
-    assert r.status_code == 201 and r.json()["supervisee_id"] == SV_B
+    assert r.status_code == 201 and r.json()["supervisee_id"] == SV_B2
     assert api.client.post("/api/v1/devices", json={"id": "dev-hist"},
                            headers=admin).status_code == 409
-    busy = api.client.post("/api/v1/devices/dev-hist/assign", json={"supervisee_id": SV_A},
+    busy = api.client.post("/api/v1/devices/dev-hist/assign", json={"supervisee_id": SV_A2},
                            headers=admin)
-    assert busy.status_code == 409 and SV_B in busy.json()["detail"]
+    assert busy.status_code == 409 and SV_B2 in busy.json()["detail"]
     # xa.a cannot touch a device worn in another commune
     assert api.client.post("/api/v1/devices/dev-hist/unassign", headers=a).status_code == 404
     assert api.client.post("/api/v1/devices/dev-hist/unassign", headers=b).status_code == 200
     assert api.client.post("/api/v1/devices/dev-hist/unassign", headers=b).status_code == 404
     assert api.client.post("/api/v1/devices/dev-hist/unassign",
                            headers=admin).status_code == 409
-    again = api.client.post("/api/v1/devices/dev-hist/assign", json={"supervisee_id": SV_A},
+    again = api.client.post("/api/v1/devices/dev-hist/assign", json={"supervisee_id": SV_A2},
                             headers=a)
-    assert again.status_code == 200 and again.json()["supervisee_id"] == SV_A
+    assert again.status_code == 200 and again.json()["supervisee_id"] == SV_A2
     history = api.client.get("/api/v1/devices/dev-hist/assignments", headers=admin).json()
     assert [(h["supervisee_id"], h["unassigned_at"] is None) for h in history] == [
-        (SV_A, True), (SV_B, False)]
+        (SV_A2, True), (SV_B2, False)]
     assert history[0]["assigned_by"] == "xa.a"
     # each officer sees the part of the history of their own scope
     assert [h["supervisee_id"] for h in api.client.get(
-        "/api/v1/devices/dev-hist/assignments", headers=a).json()] == [SV_A]
+        "/api/v1/devices/dev-hist/assignments", headers=a).json()] == [SV_A2]
     assert [h["supervisee_id"] for h in api.client.get(
-        "/api/v1/devices/dev-hist/assignments", headers=b).json()] == [SV_B]
+        "/api/v1/devices/dev-hist/assignments", headers=b).json()] == [SV_B2]
     with psycopg.connect(api.db_url) as conn:
         assert conn.execute("SELECT supervisee_id FROM devices WHERE id = 'dev-hist'"
-                            ).fetchone()[0] == SV_A
+                            ).fetchone()[0] == SV_A2
     assert _version(api) >= v0 + 3
 
 

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from api import track
+from api.wire import MAX_MS, MIN_MS
 from tests.api.conftest import DEV_A, DEV_FREE, LAT0, NAME_A, SV_A, T0
 
 pytestmark = pytest.mark.services
@@ -58,6 +59,27 @@ def test_invalid_ranges(api, params, status):
     assert r.status_code == status, r.text
 
 
+@pytest.mark.parametrize("path", ["track", "case-export"])
+@pytest.mark.parametrize("end", [MAX_MS, MAX_MS + 1, 253_402_300_799_999])
+def test_the_widest_range_is_an_answer_not_a_crash(api, path, end):
+    """Every ``to`` the schema accepts gives 200 (the local time of the end of year 9999 once
+    overflowed into year 10000: a 500), and one past the bound a 422."""
+    r = api.client.get(f"/api/v1/supervisees/{SV_A}/{path}", params={"from": 0, "to": end},
+                       headers=api.auth("xa.a"))
+    assert r.status_code == (200 if end <= MAX_MS else 422), r.text[:300]
+
+
+@pytest.mark.parametrize("path, params", [
+    ("/api/v1/alerts", {"from": MIN_MS, "to": MAX_MS}),
+    ("/api/v1/dead-letters", {"since": MAX_MS}),
+])
+def test_other_ms_parameters_take_the_same_bounds(api, path, params):
+    r = api.client.get(path, params=params, headers=api.auth("admin"))
+    assert r.status_code == 200, r.text[:300]
+    too_far = {k: MAX_MS + 1 for k in params}
+    assert api.client.get(path, params=too_far, headers=api.auth("admin")).status_code == 422
+
+
 def test_track_follows_the_assignment_history(api):
     """A device's fixes belong to the track only while it was assigned to the supervisee."""
     with psycopg.connect(api.db_url) as conn:
@@ -66,6 +88,9 @@ def test_track_follows_the_assignment_history(api):
                          "VALUES (%s, %s, %s, 21.18, 105.97, 5, now())",
                          (DEV_FREE, datetime.fromtimestamp(ms / 1000, UTC), 100 + k))
         conn.execute("UPDATE devices SET supervisee_id = %s WHERE id = %s", (SV_A, DEV_FREE))
+        # one device at a time: DEV_A comes off now (after all its fixes), DEV_FREE goes on
+        conn.execute("UPDATE device_assignments SET unassigned_at = now() "
+                     "WHERE device_id = %s AND unassigned_at IS NULL", (DEV_A,))
         conn.execute("INSERT INTO device_assignments (device_id, supervisee_id, assigned_at) "
                      "VALUES (%s, %s, %s)", (DEV_FREE, SV_A, datetime.fromtimestamp(T0 / 1000, UTC)))
     fc = api.client.get(f"/api/v1/supervisees/{SV_A}/track", params=RANGE,

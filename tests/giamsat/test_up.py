@@ -4,6 +4,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from giamsat.services import free_port
+from giamsat.services import free_port, port_is_free, shared_pg_base
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -35,16 +36,43 @@ def _ready(base: str) -> bool:
         return False
 
 
-def _up_env(data: Path, http: int) -> dict[str, str]:
-    """Embedded services on free ports, state under ``data``."""
-    data.chmod(0o755)  # the embedded PostgreSQL runs unprivileged when we are root
+def _up_env(data: Path, http: int, default_ports: bool = False) -> dict[str, str]:
+    """Embedded services on free ports (or, with ``default_ports``, on their defaults unless
+    taken), state under ``data``."""
+    if not default_ports:
+        data.chmod(0o755)  # the embedded PostgreSQL runs unprivileged when we are root
     env = {**os.environ, "GIAMSAT_DATA_DIR": str(data / "state"),
            "GIAMSAT_EMBEDDED_MQTT_PORT": str(free_port()),
            "GIAMSAT_EMBEDDED_PG_PORT": str(free_port()), "GIAMSAT_HTTP": f"127.0.0.1:{http}",
            "GIAMSAT_WORKER_METRICS_PORT": str(free_port()), "GIAMSAT_ADMIN_PASSWORD": "s3cret-admin"}
-    for key in ("GIAMSAT_DATABASE_URL", "GIAMSAT_MQTT_URL"):
+    drop = ["GIAMSAT_DATABASE_URL", "GIAMSAT_MQTT_URL"]
+    if default_ports:
+        drop += ["GIAMSAT_EMBEDDED_MQTT_PORT", "GIAMSAT_EMBEDDED_PG_PORT"]
+    for key in drop:
         env.pop(key, None)
     return env
+
+
+@contextlib.contextmanager
+def _taken(*ports: int):
+    """Hold those of ``ports`` that are free, so that every one of them is taken."""
+    held = []
+    try:
+        for port in ports:
+            if port_is_free(port):
+                s = socket.socket()
+                s.bind(("127.0.0.1", port))
+                s.listen()
+                held.append(s)
+        yield
+    finally:
+        for s in held:
+            s.close()
+
+
+def _alerts(base: str, auth: dict[str, str], kind: str) -> list[dict]:
+    body = httpx.get(f"{base}/api/v1/alerts", params={"type": kind}, headers=auth).json()
+    return body["alerts"]
 
 
 def _stored_fixes(base: str) -> float:
@@ -54,39 +82,64 @@ def _stored_fixes(base: str) -> float:
 
 
 def test_up_demo_runs_and_stops_cleanly():
-    data = Path(tempfile.mkdtemp(prefix="giamsat-up-"))
+    """As a user runs the README's first command: from a clone in a private (0700) directory,
+    as root or not, on a machine whose broker and database ports are taken already. The
+    embedded services move to free ports and say so, the fleet follows them, and a violation
+    shows as an alert soon after the start."""
+    data = Path(tempfile.mkdtemp(prefix="giamsat-up-"))  # 0700, as mktemp -d makes it
     http = free_port()
-    env = _up_env(data, http)
-    log = open(data / "up.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "giamsat", "up", "--demo"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    env = _up_env(data, http, default_ports=True)
+    env.pop("GIAMSAT_DATA_DIR")  # the default, ./.giamsat in the clone
+    clone = data / "clone"
+    clone.mkdir()
     base = f"http://127.0.0.1:{http}"
-    try:
-        _wait(lambda: _ready(base), 120, "/readyz")
-        text = (data / "up.log").read_text()
-        officer = re.search(r"^\s+(cax-\d+)\s+(\S+)\s+(CAX-\d+)$", text, re.M)
-        assert officer, text
-        token = httpx.post(f"{base}/api/v1/auth/token",
-                           data={"username": officer[1], "password": officer[2]}).json()
-        auth = {"Authorization": f"Bearer {token['access_token']}"}
-        admin = httpx.post(f"{base}/api/v1/auth/token",
-                           data={"username": "admin", "password": "s3cret-admin"})
-        assert admin.status_code == 200
-        sups = httpx.get(f"{base}/api/v1/supervisees", headers=auth).json()
-        assert sups and all(s["unit"] == officer[3] for s in sups)
-
-        _wait(lambda: _stored_fixes(base) > 0, 90, "the simulated fleet's fixes to be stored")
-        assert httpx.get(f"{base}/", timeout=5).status_code == 200
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(60)
-        log.close()
+    with _taken(1883, 55432), open(data / "up.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "giamsat", "up", "--demo"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, cwd=clone)
+        try:
+            _check_demo(data, base, proc)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(60)
     out = (data / "up.log").read_text()
-    assert code == 0, out[-3000:]
-    assert "Traceback" not in out, out[-3000:]
-    # every child and embedded service is gone
-    leftovers = subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True)
-    assert leftovers.stdout.strip() == "", leftovers.stdout
+    shared = shared_pg_base(clone / ".giamsat")
+    try:
+        assert code == 0, out[-3000:]
+        assert "Traceback" not in out, out[-3000:]
+        # every child and embedded service is gone
+        for path in (data, shared):
+            leftovers = subprocess.run(["pgrep", "-f", str(path)], capture_output=True,
+                                       text=True)
+            assert leftovers.stdout.strip() == "", leftovers.stdout
+    finally:
+        import shutil
+
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _check_demo(data: Path, base: str, proc: subprocess.Popen) -> None:
+    """Ready, ports announced, officers sign in in scope, fixes stored, a zone alert."""
+    _wait(lambda: _ready(base) or proc.poll() is not None, 120, "/readyz")
+    assert proc.poll() is None, (data / "up.log").read_text()[-3000:]
+    text = (data / "up.log").read_text()
+    for default in (1883, 55432):
+        assert re.search(rf"listens on 127\.0\.0\.1:\d+ \({default} is taken\)", text), text
+    officer = re.search(r"^\s+(cax-\d+)\s+(\S+)\s+(CAX-\d+)$", text, re.M)
+    assert officer, text
+    token = httpx.post(f"{base}/api/v1/auth/token",
+                       data={"username": officer[1], "password": officer[2]}).json()
+    auth = {"Authorization": f"Bearer {token['access_token']}"}
+    admin = httpx.post(f"{base}/api/v1/auth/token",
+                       data={"username": "admin", "password": "s3cret-admin"})
+    assert admin.status_code == 200
+    sups = httpx.get(f"{base}/api/v1/supervisees", headers=auth).json()
+    assert sups and all(s["unit"] == officer[3] for s in sups)
+
+    _wait(lambda: _stored_fixes(base) > 0, 90, "the simulated fleet's fixes to be stored")
+    assert httpx.get(f"{base}/", timeout=5).status_code == 200
+    # the demo's `away` person is out of their residence from the fleet's first fixes
+    admin_auth = {"Authorization": f"Bearer {admin.json()['access_token']}"}
+    _wait(lambda: _alerts(base, admin_auth, "zone_exit"), 90, "the demo's first zone alert")
 
 
 def test_ctrl_c_stops_the_fleet_before_the_worker_and_kill_9_leaves_no_child():
@@ -151,3 +204,18 @@ def test_ctrl_c_stops_the_fleet_before_the_worker_and_kill_9_leaves_no_child():
         subprocess.run(["pkill", "-f", str(data)])
         _wait(lambda: subprocess.run(["pgrep", "-f", str(data)], capture_output=True,
                                      text=True).stdout.strip() == "", 30, "the servers to stop")
+
+
+def test_a_taken_port_the_user_set_stops_up_with_the_setting_named(db_url):
+    data = Path(tempfile.mkdtemp(prefix="giamsat-up-"))
+    env = _up_env(data, free_port())
+    env["GIAMSAT_DATABASE_URL"] = db_url
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        env["GIAMSAT_EMBEDDED_MQTT_PORT"] = str(taken)
+        res = subprocess.run([sys.executable, "-m", "giamsat", "up"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert f"GIAMSAT_EMBEDDED_MQTT_PORT={taken} is set" in res.stderr, res.stderr[-2000:]

@@ -189,6 +189,24 @@ def test_exit_takes_them_a_kilometre_out(doc, profs):
         assert late and all(outside_m(p.residence, f["lon"], f["lat"], frame) >= 1000 for f in late)
 
 
+def test_away_is_one_person_out_from_the_first_fix(doc, profs):
+    """`away` (the demo's early alert): one confined person, whose very first fixes already lie
+    far outside the residence, and who stays out; `exit` still plays its share beside it."""
+    cfg = FleetConfig(fix_interval_s=10, scenarios=("away", "exit"), share=0.2, seed=1)
+    start = local_ms(26, 9)
+    fleet = Fleet.from_registry(doc, start, cfg)
+    msgs = run(fleet, start, start + 10 * MIN, 5000)
+    away = [d for d, s in fleet.assignments.items() if s == "away"]
+    assert len(away) == 1 and list(fleet.assignments.values()).count("exit") >= 2
+    p = profs[away[0]]
+    frame = LocalFrame(*p.home)
+    fixes = sorted(fixes_by_device(msgs)[away[0]], key=lambda f: f["ts"])
+    assert fixes[0]["ts"] < start + 10_000  # within the first fix interval
+    usable = [f for f in fixes if f["acc"] <= 100]
+    assert len(usable) >= 30
+    assert all(outside_m(p.residence, f["lon"], f["lat"], frame) >= 1000 for f in usable)
+
+
 def test_enter_ban_goes_deep_into_a_banned_commune(doc, profs):
     cfg = FleetConfig(fix_interval_s=30, scenarios=("enter_ban",), share=1.0, seed=5)
     fleet = Fleet.from_registry(doc, local_ms(26, 9), cfg)
