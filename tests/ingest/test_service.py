@@ -96,6 +96,7 @@ def test_every_rejection_reason_is_dead_lettered_and_counted(h: Harness) -> None
         "bad_type": (m.topic(dev, "fix"), sim["mistyped_field"]),
         "out_of_range": (m.topic(dev, "fix"), sim["nan"]),
         "future_ts": (m.topic(dev, "fix"), sim["future_ts"]),
+        "stale_ts": (m.topic(dev, "fix"), sim["stale_ts"]),
         "too_large": (m.topic(dev, "fix"), sim["oversized"]),
         "unknown_device": (f"em/v1/dev/nobody-{h.uid}/fix", m.encode(m.fix(seq=1, ts=now))),
         "bad_topic": (f"em/v1/dev/bad.{h.uid}/fix", m.encode(m.fix(seq=1, ts=now))),
