@@ -101,19 +101,6 @@ def row_losing_timescale_server() -> Iterator[str]:
     yield from _private_postgres(_timescale_bindir("GIAMSAT_TEST_PG_BINDIR_ROW_LOSING"))
 
 
-@contextlib.contextmanager
-def scratch_database(server: str, prefix: str) -> Iterator[str]:
-    """An empty database of its own on ``server``, dropped afterwards; yields its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield with_database(server, name)
-    finally:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @dataclass
 class Broker:
     url: str
@@ -148,16 +135,24 @@ def template_db(pg_server: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def cloned_database(pg_server: str, template_db: str, prefix: str = "giamsat_t") -> Iterator[str]:
-    """A fresh database cloned from the migrated template, dropped afterwards; yields its URL."""
+def scratch_database(server: str, prefix: str, template: str | None = None) -> Iterator[str]:
+    """A database of its own on ``server`` (empty, or a copy of ``template``), dropped
+    afterwards; yields its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    clone = f' TEMPLATE "{template}"' if template else ""
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"{clone}')
     try:
-        yield with_database(pg_server, name)
+        yield with_database(server, name)
     finally:
-        with psycopg.connect(pg_server, autocommit=True) as admin:
+        with psycopg.connect(server, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def cloned_database(pg_server: str, template_db: str, prefix: str = "giamsat_t"
+                    ) -> contextlib.AbstractContextManager[str]:
+    """A fresh database cloned from the migrated template, dropped afterwards; yields its URL."""
+    return scratch_database(pg_server, prefix, template_db)
 
 
 @pytest.fixture
