@@ -72,20 +72,22 @@ def check_timescale(conn: psycopg.Connection, to_install: bool = False) -> str |
     version found (None without the extension)."""
     row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
                        ).fetchone()
-    where = "installed in this database"
-    if row is None and to_install:
+    installed = row is not None
+    if not installed and to_install:
         row = conn.execute("SELECT default_version FROM pg_available_extensions "
                            "WHERE name = 'timescaledb'").fetchone()
-        where = "the server's default for CREATE EXTENSION"
     if row is None:
         return None
     version = str(row[0])
     why = timescale_defect(version)
     if why is not None:
+        where = ("installed in this database" if installed
+                 else "the server's default for CREATE EXTENSION")
+        then = ", then run ALTER EXTENSION timescaledb UPDATE in this database" if installed else ""
         raise UnsafeTimescale(
             f"TimescaleDB {version} ({where}) is known to lose data: {why}. giamsat refuses to "
             f"run on it. Install TimescaleDB {MIN_SAFE_TIMESCALE} or later (deploy/compose.yaml "
-            "pins a fixed release), then run ALTER EXTENSION timescaledb UPDATE in the database.")
+            f"pins a fixed release){then}.")
     return version
 
 
