@@ -38,6 +38,10 @@ class Settings(BaseSettings):
         55432, description="port of the embedded PostgreSQL; unset and taken = a free port, "
         "printed; set and taken = an error"
     )
+    pg_bindir: Path | None = Field(
+        None, description="PostgreSQL binaries of the embedded server (e.g. a private build with "
+        "TimescaleDB); unset = the system's newest"
+    )
     http: str = Field("127.0.0.1:8000", description="host:port of the HTTP API and dashboard")
     admin_password: str | None = Field(
         None, description="password of the user 'admin', set at first start (random if unset)"
@@ -58,6 +62,10 @@ class Settings(BaseSettings):
     ingest_batch_wait_ms: int = Field(20, description="longest wait to fill a batch, ms")
     max_payload_bytes: int = Field(65536, description="largest accepted payload, bytes")
     max_future_ms: int = Field(300_000, description="how far a ts may lie in the future, ms")
+    max_fix_age_days: float = Field(
+        30.0, gt=0, description="how far before its receipt a message's ts may lie (older: "
+        "dead letter stale_ts), days"
+    )
     max_batch_fixes: int = Field(500, description="most fixes in one batch message")
     worker_metrics_port: int = Field(
         9108, description="127.0.0.1 port where the worker serves its metrics to the API's /metrics"

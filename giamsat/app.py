@@ -88,7 +88,7 @@ def database_url(settings: Settings) -> Iterator[str]:
     if running is not None:
         yield _ensure_database(EmbeddedPostgres(pg_dir, running).url)
         return
-    pg = EmbeddedPostgres(pg_dir, _pg_port(settings))
+    pg = EmbeddedPostgres(pg_dir, _pg_port(settings), bindir=settings.pg_bindir)
     pg.start()
     try:
         yield _ensure_database(pg.url)
@@ -215,7 +215,7 @@ def _start_services(settings: Settings, stack: Stack) -> tuple[str, str, str]:
         db_url = settings.database_url
     else:
         port = _pg_port(settings)
-        stack.pg = EmbeddedPostgres(_pg_dir(settings), port)
+        stack.pg = EmbeddedPostgres(_pg_dir(settings), port, bindir=settings.pg_bindir)
         db_url = _ensure_database(stack.pg.start())
         record_port(settings.data_dir, "postgres", port)
         _announce("the embedded PostgreSQL", port, settings.embedded_pg_port)

@@ -47,6 +47,17 @@ def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
+    from giamsat.app import open_database
+    from schema import apply_retention
+
+    with open_database(settings) as conn:
+        removed = apply_retention(conn)
+    print("retention by receipt time: " + ", ".join(f"{n} removed from {t}"
+                                                     for t, n in removed.items()))
+    return 0
+
+
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from giamsat.worker import run_worker
 
@@ -185,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="apply pending database migrations and exit")
     p.set_defaults(func=_cmd_migrate)
 
+    p = sub.add_parser("retention", help="remove telemetry past its keep time counted from "
+                                         "receipt (daily; TimescaleDB runs it as a job itself)")
+    p.set_defaults(func=_cmd_retention)
+
     p = sub.add_parser("worker", help="run only the ingest and decision pipeline (as `up` does "
                                       "in a child process)")
     p.set_defaults(func=_cmd_worker)
@@ -229,8 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
     setup_logging(settings.log_level, settings.log_json)
+    from schema import UnsafeTimescale
+
     try:
         return int(args.func(args, settings) or 0)
+    except UnsafeTimescale as exc:  # a database release known to lose rows: refuse to run
+        print(f"giamsat {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

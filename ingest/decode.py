@@ -13,7 +13,7 @@ Two entry points with the same meaning:
 Decisions that the contract leaves open (documented here, the reference):
 - Order of checks: topic (`bad_topic`), size (`too_large`), registry (`unknown_device`), JSON
   (`not_json`, `not_object`), then each field in table order (`missing_field`, `bad_type`,
-  `out_of_range`, `future_ts`). The first problem found is the reason.
+  `out_of_range`, `future_ts`, `stale_ts`). The first problem found is the reason.
 - JSON `null` for an optional field means absent; for a required field it is `bad_type`.
   A bool is not a number; a number written with a fraction or exponent (`5.0`, `1e3`) is not an
   integer (`bad_type`), except one too large for int64, which is `out_of_range`.
@@ -25,6 +25,13 @@ Decisions that the contract leaves open (documented here, the reference):
   0..1e6 m, `spd` 0..1e7 m/s, `hdg` 0..360, `alt` +-1e7 m, `sats` 0..1000, `rssi` +-300 dBm,
   `fw` at most 64 characters; no NUL character in stored strings or `detail` (PostgreSQL
   refuses it).
+- A fix, heartbeat or event whose `ts` lies more than `max_past_ms` (setting
+  `max_fix_age_days`, default 30 days) before the message was received is `stale_ts` (a
+  compatible extension of the contract's reject list, issue 16): a device whose clock is wrong
+  (1970 after a reset) must not have its evidence filed under a time that a time-partitioned
+  table or its retention treats as long past. The dead letter keeps the raw payload. Devices
+  buffer while out of coverage: the bound is far above any buffer. A command answer's `ts` is
+  not bounded in the past (it is no telemetry).
 - An empty batch `{"fixes": []}` stores nothing and rejects nothing.
 - Device `ack` messages (answers to downlink commands, `{"id": str, "ts": int, "ok": bool}`)
   become `CommandAck`s; the store records them in `device_commands` in the batch's transaction
@@ -66,6 +73,7 @@ from ingest.records import (
 
 DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 INT64_MAX = 2**63 - 1
+DAY_MS = 86_400_000
 UPLINK_KINDS = ("fix", "hb", "evt", "ack")
 _MISSING = object()
 Problem = tuple[str, str]  # (reason, detail)
@@ -79,10 +87,12 @@ class Limits:
     max_payload_bytes: int = 65536
     max_future_ms: int = 300_000
     max_batch_fixes: int = 500
+    max_past_ms: int = 30 * DAY_MS
 
     @classmethod
     def from_settings(cls, settings: Any) -> Limits:
-        return cls(settings.max_payload_bytes, settings.max_future_ms, settings.max_batch_fixes)
+        return cls(settings.max_payload_bytes, settings.max_future_ms, settings.max_batch_fixes,
+                   int(settings.max_fix_age_days * DAY_MS))
 
 
 # --- field tables ---------------------------------------------------------------------------
@@ -201,17 +211,32 @@ def _check_json_object(name: str, value: dict[str, Any]) -> Problem | None:
 
 
 def check_object(obj: Any, specs: Sequence[Spec], now_ms: int, limits: Limits,
-                 what: str = "payload") -> Problem | None:
-    """The first problem of a message object (fields in table order), or None."""
+                 what: str = "payload", past: bool = True) -> Problem | None:
+    """The first problem of a message object (fields in table order), or None. `past`: whether
+    a `ts` too far in the past is one (telemetry; not a command answer)."""
     if type(obj) is not dict:
         return "not_object", f"{what} is {json_type(obj)}, expected an object"
     for spec in specs:
         problem = check_field(obj, spec)
         if problem is not None:
             return problem
-        if spec is TS and obj["ts"] > now_ms + limits.max_future_ms:
-            ahead = obj["ts"] - now_ms
-            return "future_ts", f"ts is {ahead} ms ahead of the service clock (at most {limits.max_future_ms})"
+        if spec is TS:
+            problem = check_ts(obj["ts"], now_ms, limits, past=past)
+            if problem is not None:
+                return problem
+    return None
+
+
+def check_ts(ts: int, now_ms: int, limits: Limits, name: str = "ts",
+             past: bool = True) -> Problem | None:
+    """`future_ts` (or with `past`, `stale_ts`) for a message time (ms) too far from its
+    receipt (`now_ms`)."""
+    if ts > now_ms + limits.max_future_ms:
+        return "future_ts", (f"{name} is {ts - now_ms} ms ahead of the service clock "
+                             f"(at most {limits.max_future_ms})")
+    if past and ts < now_ms - limits.max_past_ms:
+        return "stale_ts", (f"{name} is {now_ms - ts} ms before the message was received "
+                            f"(at most {limits.max_past_ms}, {limits.max_past_ms / DAY_MS:g} days)")
     return None
 
 
@@ -339,7 +364,9 @@ def _decode_event(obj: Any, msg: Message, limits: Limits) -> list[Record]:
 
 
 def _decode_ack(obj: Any, msg: Message, limits: Limits) -> list[Record]:
-    problem = check_object(obj, ACK_SPECS, msg.now_ms, limits)
+    # A command answer is no telemetry (not kept by `ts`): a device clock far behind does not
+    # make it stale.
+    problem = check_object(obj, ACK_SPECS, msg.now_ms, limits, past=False)
     if problem is not None:
         return [msg.reject(problem)]
     return [CommandAck(msg.device_id or "", obj["id"], obj["ts"], obj["ok"], msg.now_ms,
@@ -353,8 +380,8 @@ def _decode_owntracks(obj: Any, msg: Message, limits: Limits) -> list[Record]:
             return [msg.reject(("missing_field", "_type is missing"))]
         return [msg.reject(("unsupported", f"OwnTracks _type {_show(kind)} is not stored"))]
     problem = check_object(obj, OWNTRACKS_SPECS, msg.now_ms, limits)
-    if problem is None and obj["tst"] * 1000 > msg.now_ms + limits.max_future_ms:
-        problem = "future_ts", f"tst is more than {limits.max_future_ms} ms ahead of the service clock"
+    if problem is None:
+        problem = check_ts(obj["tst"] * 1000, msg.now_ms, limits, "tst")
     if problem is not None:
         return [msg.reject(problem)]
     g = obj.get
@@ -547,7 +574,7 @@ def fix_columns(objs: list[Any], now_ms: np.ndarray, limits: Limits
 
     seq = _int_column(get("seq"), 0, INT64_MAX, bad)
     ts = _int_column(get("ts"), 0, INT64_MAX, bad)
-    bad |= ts > now_ms + limits.max_future_ms
+    bad |= (ts > now_ms + limits.max_future_ms) | (ts < now_ms - limits.max_past_ms)
     floats = [_num_column(get(s.name), s.lo, s.hi, s.required, bad) for s in FIX_SPECS[2:8]]
     sats = _num_column(get("sats"), 0, 1000, False, bad, (int, type(None)))
     src = _src_column(get("src"), bad)

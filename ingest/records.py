@@ -25,6 +25,7 @@ REASONS: tuple[str, ...] = (
     "bad_type",        # a field has the wrong JSON type (a bool is not an int; null is no value)
     "out_of_range",    # a value outside its range, NaN and infinities included
     "future_ts",       # `ts` more than `max_future_ms` after the message was received
+    "stale_ts",        # `ts` more than `max_fix_age_days` before the message was received
     "unknown_device",  # the topic names no registered device
     "too_large",       # payload over `max_payload_bytes`
     "bad_topic",       # a topic that is not `em/v1/dev/{device_id}/{kind}` / `owntracks/{u}/{d}`

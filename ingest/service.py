@@ -25,7 +25,7 @@ from ingest.metrics import IngestMetrics
 from ingest.records import Rejected, StoredBatch
 from ingest.registry import RegistryCache, RegistrySnapshot
 from ingest.store import Store
-from schema import connect, migrate
+from schema import UnsafeTimescale, connect, migrate
 
 log = logging.getLogger("giamsat.ingest")
 
@@ -236,8 +236,12 @@ def run_forever(settings: Any, registry: CollectorRegistry | None = None,
     if not settings.database_url or not settings.mqtt_url:
         log.error("ingest needs GIAMSAT_DATABASE_URL and GIAMSAT_MQTT_URL")
         return 2
-    with connect(settings.database_url) as conn:
-        migrate(conn)
+    try:
+        with connect(settings.database_url) as conn:
+            migrate(conn)
+    except UnsafeTimescale as exc:
+        log.error("%s", exc)
+        return 2
     registry = registry if registry is not None else CollectorRegistry()
     if metrics_port:
         from prometheus_client import start_http_server

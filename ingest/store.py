@@ -4,7 +4,8 @@ Each kind is `COPY`-ed (binary) into a TEMP staging table, then moved with
 `INSERT ... SELECT ... ON CONFLICT (device_id, ts, seq) DO NOTHING`: a redelivery or repeat is
 not a second row (contract §1). Command answers update `device_commands`; dead letters are
 `COPY`-ed straight into `dead_letters`; `device_state` is upserted, moving only forward in `ts`.
-Statements per batch: at most 2 COPY + 1 INSERT per kind present, 1 upsert, the commit.
+Statements per batch: at most 2 COPY + 1 INSERT per kind present (fixes: + 1 SAVEPOINT,
+and a second INSERT only when some were duplicates), 1 upsert, the commit.
 
 Fixes, the bulk, never become Python objects: a staging row is made fixed-width (the device's
 text fields come from the registry snapshot, padded to one width with a dummy `bytea`), so the
@@ -15,9 +16,12 @@ computed exactly from ms); heartbeats, events and answers stage ms and convert i
 `timestamptz 'epoch' + ts_ms * interval '1 millisecond'` (exact: 1 ms is 1000 us, well inside
 a double's integer range until the year 2255).
 
-Which fixes were new: when `INSERT`'s row count equals the staged rows (the usual case), all of
-them; otherwise the rows this transaction wrote are found by `xmin` (no `RETURNING` of
-thousands of rows for the common case).
+Which fixes were new: the fix `INSERT` runs after a savepoint; when its row count equals the
+staged rows (the usual case), all of them were new and nothing more is asked (no `RETURNING` of
+thousands of rows). Otherwise (a redelivery or a repeat) the statement is rolled back to the
+savepoint and run again with `RETURNING` the keys it inserted. No system column (`xmin`) is
+read: TimescaleDB refuses those on compressed chunks ("transparent decompression only supports
+tableoid system column", issue 16), which stalled ingest for good once a chunk was compressed.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from ingest.records import (
     StoredBatch,
 )
 from ingest.registry import RegistrySnapshot
+from schema import check_timescale
 
 PG_EPOCH_MS = 946_684_800_000  # 2000-01-01T00:00:00Z in Unix ms: PostgreSQL's timestamp zero
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -81,12 +86,13 @@ INSERT_FIXES = f"""
     FROM ingest_fix_stage
     ON CONFLICT (device_id, ts, seq) DO NOTHING"""
 
-# Rows written by this transaction: only reached when some staged fixes were duplicates.
-NEW_FIX_KEYS = """
-    SELECT f.device_id, f.seq, (extract(epoch FROM f.ts) * 1000)::int8
-    FROM fixes f JOIN (SELECT DISTINCT device_id, ts, seq FROM ingest_fix_stage) s
-         USING (device_id, ts, seq)
-    WHERE f.xmin = pg_current_xact_id()::xid"""
+# Only when some staged fixes were duplicates: the same INSERT, rolled back to the savepoint
+# before it and run again, saying which keys it inserted (works on plain tables and on
+# compressed hypertable chunks alike).
+INSERT_FIXES_RETURNING = INSERT_FIXES + """
+    RETURNING device_id, seq, (extract(epoch FROM ts) * 1000)::int8"""
+BEFORE_FIXES = "SAVEPOINT ingest_fixes"
+UNDO_FIXES = "ROLLBACK TO SAVEPOINT ingest_fixes"
 
 _MS = "timestamptz 'epoch' + {} * interval '1 millisecond'"
 
@@ -272,8 +278,10 @@ class Store:
     """Writes decoded batches through one psycopg connection (not thread-safe: the writer's)."""
 
     def __init__(self, conn: psycopg.Connection, max_accuracy_m: float = 100.0) -> None:
+        """Raises `schema.UnsafeTimescale` on a TimescaleDB release known to lose rows."""
         self.conn = conn
         self.max_accuracy_m = max_accuracy_m
+        check_timescale(conn)
         for ddl in STAGING:
             conn.execute(ddl)
         conn.execute("SET jit = off")
@@ -331,16 +339,18 @@ class Store:
             copy.write(fix_copy_data(fixes, rows, registry))
         with cur.copy(COPY_STATE) as copy:
             copy.write(state_copy_data(fixes, rows, registry, self.max_accuracy_m))
+        cur.execute(BEFORE_FIXES)
         cur.execute(INSERT_FIXES)
         if cur.rowcount == len(fixes):
             return fixes, rows
-        new = self._new_fix_rows(cur, fixes)
+        cur.execute(UNDO_FIXES)
+        new = self._new_fix_rows(cur.execute(INSERT_FIXES_RETURNING).fetchall(), fixes)
         return fixes.take(new), rows[new]
 
     @staticmethod
-    def _new_fix_rows(cur: psycopg.Cursor, fixes: FixColumns) -> np.ndarray:
-        """Rows of `fixes` this transaction inserted (the first of any repeated key)."""
-        new_keys = set(cur.execute(NEW_FIX_KEYS).fetchall())
+    def _new_fix_rows(inserted: list[tuple[str, int, int]], fixes: FixColumns) -> np.ndarray:
+        """Rows of `fixes` whose key the INSERT returned (the first of any repeated key)."""
+        new_keys = set(inserted)
         keep = np.zeros(len(fixes), dtype=bool)
         for i, key in enumerate(zip(fixes.device_id.tolist(), fixes.seq.tolist(),
                                     fixes.ts.tolist(), strict=True)):

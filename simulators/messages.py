@@ -25,6 +25,8 @@ KINDS = UPLINK_KINDS + DOWNLINK_KINDS  # `cmd` is the downlink, the others are u
 MAX_BATCH = 500  # fixes in one {"fixes": [...]} message
 MAX_PAYLOAD_BYTES = 64 * 1024  # 64 KiB
 MAX_FUTURE_MS = 5 * 60 * 1000  # a ts more than 5 min ahead of the service's clock is rejected
+# ...and one more than 30 days before it (stale_ts, GIAMSAT_MAX_FIX_AGE_DAYS' default)
+MAX_PAST_MS = 30 * 86_400_000
 EVENT_TYPES = (
     "strap_open",
     "strap_closed",
@@ -180,6 +182,7 @@ INVALID_REASONS = (
     "nan",
     "infinity",
     "future_ts",
+    "stale_ts",
     "oversized",
     "batch_bad_element",
 )
@@ -213,7 +216,8 @@ def _oversized(seq: int, ts: int) -> bytes:
 def invalid_payloads(now: int | None = None, seq: int = 1) -> dict[str, bytes]:
     """One fix-topic payload per rejection reason of contract section 1 (`INVALID_REASONS`).
 
-    `now` (ms, default the wall clock) anchors the timestamps; `future_ts` is 6 min after it.
+    `now` (ms, default the wall clock) anchors the timestamps; `future_ts` is 6 min after it,
+    `stale_ts` 31 days before it.
     A topic that names no registered device is the other reason; it needs no special payload.
     """
     ts = now_ms() if now is None else now
@@ -227,6 +231,7 @@ def invalid_payloads(now: int | None = None, seq: int = 1) -> dict[str, bytes]:
         "nan": _raw_fix(seq, ts, "NaN", str(DEFAULT_LON)),
         "infinity": _raw_fix(seq, ts, str(DEFAULT_LAT), "Infinity"),
         "future_ts": encode(fix(seq=seq, ts=ts + MAX_FUTURE_MS + 60_000)),
+        "stale_ts": encode(fix(seq=seq, ts=ts - MAX_PAST_MS - 86_400_000)),
         "oversized": _oversized(seq, ts),
         "batch_bad_element": encode(
             _batch_with_bad(seq, ts, fix(seq=seq + 1, ts=ts + 1, lat=123.0))

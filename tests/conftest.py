@@ -3,6 +3,13 @@
 Set ``GIAMSAT_TEST_DATABASE_URL`` (a server URL; each test gets its own database on it) or
 ``GIAMSAT_TEST_MQTT_URL`` to use running servers instead. Each test that asks for ``db_url``
 gets a fresh database cloned from a migrated template.
+
+The TimescaleDB path (``timescale_server``) needs a server with the extension: set
+``GIAMSAT_TEST_PG_BINDIR`` to the ``bin`` directory of a PostgreSQL tree that has it (a private
+build: ``deploy/timescaledb/build-private.sh``) and the suite runs one from there, or
+``GIAMSAT_TEST_TIMESCALE_URL`` to a running one; without either those tests skip, saying so.
+``GIAMSAT_TEST_PG_BINDIR_ROW_LOSING`` may name a tree with a TimescaleDB release known to lose
+rows (e.g. 2.17.2), to check that giamsat refuses it.
 """
 
 from __future__ import annotations
@@ -20,7 +27,12 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from giamsat.services import EmbeddedMosquitto, EmbeddedPostgres, free_port
+from giamsat.services import (
+    EmbeddedMosquitto,
+    EmbeddedPostgres,
+    free_port,
+    has_timescale_library,
+)
 from schema import connect, migrate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +71,45 @@ def pg_server(tmp_path_factory) -> Iterator[str]:
     shutil.rmtree(base, ignore_errors=True)
 
 
+def _private_postgres(bindir: str) -> Iterator[str]:
+    """A PostgreSQL server run from ``bindir`` (preloading TimescaleDB), on a free port."""
+    base = Path(tempfile.mkdtemp(prefix="giamsat-test-ts-"))
+    base.chmod(0o755)
+    pg = EmbeddedPostgres(base / "data", free_port(), bindir=Path(bindir))
+    try:
+        yield pg.start()
+    finally:
+        pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _timescale_bindir(variable: str) -> str:
+    bindir = os.environ.get(variable)
+    if not bindir:
+        pytest.skip(f"TimescaleDB path not tested: set {variable} to the bin directory of a "
+                    "PostgreSQL tree with TimescaleDB (deploy/timescaledb/build-private.sh)")
+    if not has_timescale_library(Path(bindir)):
+        pytest.skip(f"{variable}={bindir}: no timescaledb library in that PostgreSQL tree")
+    return bindir
+
+
+@pytest.fixture(scope="session")
+def timescale_server() -> Iterator[str]:
+    """URL of the maintenance database of a PostgreSQL server with TimescaleDB (skips when
+    none is configured: see the module docstring)."""
+    url = os.environ.get("GIAMSAT_TEST_TIMESCALE_URL")
+    if url:
+        yield url
+        return
+    yield from _private_postgres(_timescale_bindir("GIAMSAT_TEST_PG_BINDIR"))
+
+
+@pytest.fixture(scope="session")
+def row_losing_timescale_server() -> Iterator[str]:
+    """A server whose TimescaleDB release is known to lose rows (GIAMSAT_TEST_PG_BINDIR_ROW_LOSING)."""
+    yield from _private_postgres(_timescale_bindir("GIAMSAT_TEST_PG_BINDIR_ROW_LOSING"))
+
+
 @dataclass
 class Broker:
     url: str
@@ -93,16 +144,24 @@ def template_db(pg_server: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def cloned_database(pg_server: str, template_db: str, prefix: str = "giamsat_t") -> Iterator[str]:
-    """A fresh database cloned from the migrated template, dropped afterwards; yields its URL."""
+def scratch_database(server: str, prefix: str, template: str | None = None) -> Iterator[str]:
+    """A database of its own on ``server`` (empty, or a copy of ``template``), dropped
+    afterwards; yields its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    clone = f' TEMPLATE "{template}"' if template else ""
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"{clone}')
     try:
-        yield with_database(pg_server, name)
+        yield with_database(server, name)
     finally:
-        with psycopg.connect(pg_server, autocommit=True) as admin:
+        with psycopg.connect(server, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def cloned_database(pg_server: str, template_db: str, prefix: str = "giamsat_t"
+                    ) -> contextlib.AbstractContextManager[str]:
+    """A fresh database cloned from the migrated template, dropped afterwards; yields its URL."""
+    return scratch_database(pg_server, prefix, template_db)
 
 
 @pytest.fixture

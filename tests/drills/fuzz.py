@@ -33,6 +33,7 @@ from simulators import messages as sim
 
 MAX_PAYLOAD = sim.MAX_PAYLOAD_BYTES
 MAX_FUTURE_MS = sim.MAX_FUTURE_MS
+MAX_PAST_MS = sim.MAX_PAST_MS
 REQUIRED = {
     "fix": {"seq": "int", "ts": "int", "lat": "lat", "lon": "lon", "acc": "acc"},
     "hb": {"seq": "int", "ts": "int", "batt": "batt"},
@@ -378,7 +379,8 @@ def _object_ok(obj: Any, kind: str, now_ms: int) -> bool:
     if type(obj) is not dict:
         return False
     seq, ts = obj.get("seq"), obj.get("ts")
-    if not (_is_int(seq) and seq >= 0 and _is_int(ts) and ts <= now_ms + MAX_FUTURE_MS):
+    if not (_is_int(seq) and seq >= 0 and _is_int(ts)
+            and now_ms - MAX_PAST_MS <= ts <= now_ms + MAX_FUTURE_MS):
         return False
     if kind == "fix":
         lat, lon, acc = obj.get("lat"), obj.get("lon"), obj.get("acc")

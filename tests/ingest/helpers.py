@@ -36,7 +36,7 @@ def ingest_settings(client_id: str, **overrides: Any) -> SimpleNamespace:
     base = Settings(_env_file=None)  # type: ignore[call-arg]
     values = {k: getattr(base, k) for k in (
         "mqtt_username", "mqtt_password", "ingest_queue_max", "ingest_batch_max",
-        "ingest_batch_wait_ms", "max_payload_bytes", "max_future_ms", "max_batch_fixes",
+        "ingest_batch_wait_ms", "max_payload_bytes", "max_future_ms", "max_fix_age_days", "max_batch_fixes",
         "max_accuracy_m")}
     values.update(mqtt_client_id=client_id, **overrides)
     return SimpleNamespace(**values)

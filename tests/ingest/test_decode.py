@@ -98,6 +98,48 @@ def test_ts_exactly_at_the_future_limit_is_accepted() -> None:
     assert isinstance(f, Fix)
 
 
+# --- how far in the past a ts may lie (stale_ts, issue 16) ------------------------------------
+
+DAY = 86_400_000
+PAST = Limits(max_past_ms=30 * DAY)
+
+
+@pytest.mark.parametrize("kind", ["fix", "hb", "evt"])
+def test_a_ts_beyond_the_past_limit_is_stale(kind: str) -> None:
+    build = {"fix": lambda ts: m.fix(seq=1, ts=ts), "hb": lambda ts: m.heartbeat(seq=1, ts=ts),
+             "evt": lambda ts: m.event("strap_open", 1, ts)}[kind]
+    topic = m.topic(DEV, kind)
+    assert not isinstance(one(topic, m.encode(build(NOW - 30 * DAY)), limits=PAST), Rejected)
+    r = rejected(topic, m.encode(build(NOW - 30 * DAY - 1)), limits=PAST)
+    assert r.reason == "stale_ts" and "before the message was received" in r.detail
+    r = rejected(topic, m.encode(build(0)), limits=PAST)  # a clock reset to 1970
+    assert r.reason == "stale_ts" and r.payload == m.encode(build(0))
+
+
+def test_the_past_limit_is_a_setting_and_defaults_to_30_days() -> None:
+    from config import Settings
+
+    assert Limits().max_past_ms == 30 * DAY
+    limits = Limits.from_settings(Settings(_env_file=None, max_fix_age_days=2))  # type: ignore[call-arg]
+    assert limits.max_past_ms == 2 * DAY
+    assert rejected(FIX_TOPIC, m.encode(m.fix(seq=1, ts=NOW - 3 * DAY)),
+                    limits=limits).reason == "stale_ts"
+
+
+def test_a_stale_element_rejects_only_itself() -> None:
+    batch = m.fix_batch([m.fix(seq=1, ts=NOW), m.fix(seq=2, ts=5), m.fix(seq=3, ts=NOW)])
+    records = decode(FIX_TOPIC, m.encode(batch), now_ms=NOW, registered=REGISTERED)
+    assert [type(r).__name__ for r in records] == ["Fix", "Rejected", "Fix"]
+    assert records[1].reason == "stale_ts" and records[1].element == 1
+
+
+def test_owntracks_stale_and_command_answers_not_bounded_in_the_past() -> None:
+    old = m.owntracks_location(tst=(NOW - 31 * DAY) // 1000)
+    assert rejected("owntracks/nguoi01/dt01", m.encode(old)).reason == "stale_ts"
+    answer = one(m.topic(DEV, "ack"), b'{"id": "c1", "ts": 1000, "ok": true}')
+    assert not isinstance(answer, Rejected)
+
+
 def test_registered_may_be_a_predicate() -> None:
     records = decode(FIX_TOPIC, fix_payload(), now_ms=NOW, registered=lambda d: d == DEV)
     assert isinstance(records[0], Fix)

@@ -20,6 +20,7 @@ LIMITS = Limits(max_payload_bytes=4096, max_future_ms=300_000, max_batch_fixes=8
 ODD_VALUES = st.sampled_from([
     None, True, False, "x", "", "gnss", "wifi", 1.5, 5.0, -1, 0, 2**63, 2**64 - 1, -(2**63),
     1e300, -1e300, 91, -181, 360.5, 1001, [1], {"a": 1}, NOW + 400_000, NOW,
+    NOW - 30 * 86_400_000 - 1, NOW - 30 * 86_400_000 + 2000,  # either side of stale_ts
 ])
 FIELDS = ["seq", "ts", "lat", "lon", "acc", "spd", "hdg", "alt", "sats", "src"]
 

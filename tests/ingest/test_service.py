@@ -96,6 +96,7 @@ def test_every_rejection_reason_is_dead_lettered_and_counted(h: Harness) -> None
         "bad_type": (m.topic(dev, "fix"), sim["mistyped_field"]),
         "out_of_range": (m.topic(dev, "fix"), sim["nan"]),
         "future_ts": (m.topic(dev, "fix"), sim["future_ts"]),
+        "stale_ts": (m.topic(dev, "fix"), sim["stale_ts"]),
         "too_large": (m.topic(dev, "fix"), sim["oversized"]),
         "unknown_device": (f"em/v1/dev/nobody-{h.uid}/fix", m.encode(m.fix(seq=1, ts=now))),
         "bad_topic": (f"em/v1/dev/bad.{h.uid}/fix", m.encode(m.fix(seq=1, ts=now))),
@@ -166,7 +167,7 @@ def test_out_of_order_fixes_are_stored(h: Harness) -> None:
 
 
 def test_a_batch_with_one_bad_element_stores_its_neighbours(h: Harness) -> None:
-    h.start()
+    h.start(max_fix_age_days=36_500)  # the recorded batch dates from November 2024
     dev = h.devices[2]
     payload = (PAYLOADS / "fix_batch_buffered.json").read_bytes()
     h.publish(m.topic(dev, "fix"), payload)

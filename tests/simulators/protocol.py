@@ -9,7 +9,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from simulators.messages import EVENT_TYPES, MAX_BATCH, MAX_FUTURE_MS, MAX_PAYLOAD_BYTES
+from simulators.messages import (
+    EVENT_TYPES,
+    MAX_BATCH,
+    MAX_FUTURE_MS,
+    MAX_PAST_MS,
+    MAX_PAYLOAD_BYTES,
+)
 
 
 def _is_int(v: Any) -> bool:
@@ -30,6 +36,8 @@ def _common(obj: Any, now: int) -> list[str]:
         errs.append(f"ts {obj.get('ts')!r}")
     elif obj["ts"] > now + MAX_FUTURE_MS:
         errs.append("ts in the future")
+    elif obj["ts"] < now - MAX_PAST_MS:
+        errs.append("ts too far in the past")
     return errs
 
 

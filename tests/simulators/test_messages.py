@@ -146,6 +146,13 @@ def test_future_ts(bad):
     assert fix_errors(f, f["ts"]) == []  # nothing else wrong
 
 
+def test_stale_ts(bad):
+    f = orjson.loads(bad["stale_ts"])
+    assert f["ts"] < NOW - m.MAX_PAST_MS
+    assert fix_errors(f, NOW) == ["ts too far in the past"]
+    assert fix_errors(f, f["ts"]) == []  # nothing else wrong
+
+
 def test_oversized_is_otherwise_valid(bad):
     assert len(bad["oversized"]) > m.MAX_PAYLOAD_BYTES
     assert fix_errors(orjson.loads(bad["oversized"]), NOW) == []
