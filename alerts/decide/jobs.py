@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -21,9 +22,21 @@ from alerts import sweeps
 from alerts.delivery.deliverer import DbOutage
 from alerts.model import Change
 from alerts.sources import Thresholds
-from schema import connect
+from schema import apply_retention, connect
 
 log = logging.getLogger("giamsat.decide")
+
+
+def run_retention(conn: psycopg.Connection) -> dict[str, int]:
+    """Telemetry past its keep time, counted from receipt, removed (``schema.apply_retention``)
+    on plain PostgreSQL; with TimescaleDB its own daily job does it and this does nothing."""
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone():
+        return {}
+    removed = apply_retention(conn)
+    if any(removed.values()):
+        log.info("retention by receipt time: %s", ", ".join(
+            f"{n} removed from {t}" for t, n in removed.items()))
+    return removed
 
 
 def run_sweeps(conn: psycopg.Connection, now_ms: int, th: Thresholds,
@@ -47,10 +60,13 @@ class Jobs:
         self._outages: dict[str, DbOutage] = {}
         self.started = time.monotonic()
 
-    def every(self, seconds: float, name: str, body: Callable[[], Any]) -> None:
-        """Run ``body`` every ``seconds``, never two at once, a missed run coalesced."""
+    def every(self, seconds: float, name: str, body: Callable[[], Any],
+              first_in_s: float | None = None) -> None:
+        """Run ``body`` every ``seconds`` (the first time after ``first_in_s``, default one
+        interval), never two at once, a missed run coalesced."""
+        first = None if first_in_s is None else datetime.now(UTC) + timedelta(seconds=first_in_s)
         self.scheduler.add_job(body, "interval", seconds=seconds, id=name, max_instances=1,
-                               coalesce=True, misfire_grace_time=None)
+                               coalesce=True, misfire_grace_time=None, next_run_time=first)
 
     def start(self) -> None:
         self.started = time.monotonic()

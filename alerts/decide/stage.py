@@ -31,7 +31,7 @@ import psycopg
 
 import registry
 from alerts.decide.decisions import Decider
-from alerts.decide.jobs import Jobs, run_sweeps
+from alerts.decide.jobs import Jobs, run_retention, run_sweeps
 from alerts.delivery.deliverer import Deliverer, wall_ms
 from alerts.metrics import AlertMetrics
 from alerts.model import Change
@@ -42,6 +42,7 @@ from ingest.records import StoredBatch
 log = logging.getLogger("giamsat.decide")
 
 _STOP = object()
+RETENTION_EVERY_S = 86_400.0  # telemetry retention (plain PostgreSQL): daily, and once at start
 
 
 @dataclass(frozen=True)
@@ -265,5 +266,7 @@ class DecideStage:
         jobs.every(every, "sweeps", sweeps_job)
         jobs.every(every, "geofence_tick", tick_job)
         jobs.every(self.registry_poll_s, "registry", registry_job)
+        jobs.every(RETENTION_EVERY_S, "retention", lambda: jobs.run("retention", run_retention),
+                   first_in_s=self.startup_grace_s * 2)
         if self.deliverer is not None:
             jobs.every(1.0, "delivery_retry", self.deliverer.wake)

@@ -91,3 +91,20 @@ def test_the_retention_command(telemetry: psycopg.Connection, db_url: str) -> No
     assert done.returncode == 0, done.stderr
     assert "1 removed from fixes" in done.stdout
     assert seqs(telemetry, "fixes") == [1, 3, 4]
+
+
+def test_the_service_runs_retention_itself_on_plain_postgresql(telemetry: psycopg.Connection,
+                                                                 db_url: str) -> None:
+    """The decide stage's daily job (also once soon after a start) removes what is past its
+    keep time by receipt, without anyone running `giamsat retention`."""
+    from alerts.decide.jobs import Jobs, run_retention
+
+    telemetry.execute("UPDATE telemetry_retention SET keep = interval '10 days'")
+    telemetry.commit()
+    jobs = Jobs(db_url)
+    try:
+        jobs.run("retention", run_retention)
+    finally:
+        jobs.stop()
+    assert seqs(telemetry, "fixes") == [1, 3, 4]
+    assert seqs(telemetry, "heartbeats") == [1, 3, 4]
