@@ -64,9 +64,10 @@ class Jobs:
               first_in_s: float | None = None) -> None:
         """Run ``body`` every ``seconds`` (the first time after ``first_in_s``, default one
         interval), never two at once, a missed run coalesced."""
-        first = None if first_in_s is None else datetime.now(UTC) + timedelta(seconds=first_in_s)
+        first = {} if first_in_s is None else {  # (next_run_time=None would pause the job)
+            "next_run_time": datetime.now(UTC) + timedelta(seconds=first_in_s)}
         self.scheduler.add_job(body, "interval", seconds=seconds, id=name, max_instances=1,
-                               coalesce=True, misfire_grace_time=None, next_run_time=first)
+                               coalesce=True, misfire_grace_time=None, **first)
 
     def start(self) -> None:
         self.started = time.monotonic()
