@@ -537,6 +537,9 @@ class Fence:
             else:
                 out += self._exact(self._step(g, c, ev, ts, lon, lat, acc, None))
         self._boundary[g] = self._next_boundary(g, self._get(g))
+        slot = {m.zone_id: j for j, m in enumerate(self._metas[g])}
+        late = len(slot)  # the end-of-monitoring marker (no zone) comes last, as from step()
+        out.sort(key=lambda t: (t.zone_id == "", t.ts_ms, slot.get(t.zone_id, late)))
         return out
 
     def _fresh_or_same(
