@@ -30,6 +30,14 @@ tick at or after it, or a fix at or after it) `decide` / `tick` return one marke
 `Transition(alert_type='monitoring_ended', zone_id='', active=True, ts_ms=end)`; the crossing is
 recorded in the persisted state (`clock_ms >= end`), so it is returned once across restarts when
 the caller saves the state with the alert (see `Fence.ended_at`).
+
+Speed. Decision states live in numpy columns (`geofence.table`); `State` objects are built on
+access (`states`, `drain_changed`). Per batch, supervisees with nothing in progress advance in
+bulk; those whose zones keep one regime through the batch run the vectorised counters
+(`geofence.machine`); a boundary splits a supervisee's entries into segments (the boundary through
+`step`, the fixes between boundaries vectorised); a zone change or a fix behind the clock goes
+through `step`, the scalar reference (`Fence.vectorised = False` sends every busy supervisee
+there; tests check both give the same transitions and states).
 """
 
 from __future__ import annotations
@@ -182,6 +190,15 @@ class Fence:
         self._boundary[idx] = NO_BOUNDARY
         self._end[idx] = NO_END
         return out
+
+    def in_progress(self, supervisee_id: str) -> bool:
+        """Whether a run, an open condition or a permit end is pending for the supervisee
+        (the state is worth saving at once), without building its `State`."""
+        idx = self.index.index_of(supervisee_id)
+        t = self._table
+        return bool(
+            ((t.viol[:, idx] > 0) | t.open[:, idx] | t.overrun[:, idx])[t.present[:, idx]].any()
+        )
 
     def ended_at(self, supervisee_id: str) -> int | None:
         """The instant (UTC ms) monitoring of the supervisee ends: local midnight after
