@@ -71,8 +71,8 @@ def build(pop: Population, now_ms: int) -> tuple[Fence, float]:
 
 
 def worker_batches(f: dict, supervisees: int, per_batch: int, each: int, seed: int) -> list[dict]:
-    """The stream as the worker decides it: batches of `each` consecutive fixes (in ts order)
-    of `per_batch` supervisees; every supervisee's fixes reach the fence in ts order."""
+    """The stream as the worker decides it: batches of `each` consecutive fixes of `per_batch`
+    supervisees, in arrival (ts) order; every supervisee's fixes reach the fence in ts order."""
     rng = np.random.default_rng(seed + 2)
     group = rng.permutation(supervisees)[f["sidx"]] // per_batch  # random groups of supervisees
     order = np.lexsort((f["ts"], f["sidx"]))
@@ -84,6 +84,7 @@ def worker_batches(f: dict, supervisees: int, per_batch: int, each: int, seed: i
     out = []
     for k in np.unique(key):
         sel = np.flatnonzero(key == k)
+        sel = sel[np.argsort(f["ts"][sel], kind="stable")]  # arrival order: devices interleaved
         out.append({name: v[sel] for name, v in f.items()})
     return out
 

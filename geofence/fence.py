@@ -30,6 +30,14 @@ tick at or after it, or a fix at or after it) `decide` / `tick` return one marke
 `Transition(alert_type='monitoring_ended', zone_id='', active=True, ts_ms=end)`; the crossing is
 recorded in the persisted state (`clock_ms >= end`), so it is returned once across restarts when
 the caller saves the state with the alert (see `Fence.ended_at`).
+
+Speed. Decision states live in numpy columns (`geofence.table`); `State` objects are built on
+access (`states`, `drain_changed`). Per batch, supervisees with nothing in progress advance in
+bulk; those whose zones keep one regime through the batch run the vectorised counters
+(`geofence.machine`); a boundary splits a supervisee's entries into segments (the boundary through
+`step`, the fixes between boundaries vectorised); a zone change or a fix behind the clock goes
+through `step`, the scalar reference (`Fence.vectorised = False` sends every busy supervisee
+there; tests check both give the same transitions and states).
 """
 
 from __future__ import annotations
@@ -183,6 +191,15 @@ class Fence:
         self._end[idx] = NO_END
         return out
 
+    def in_progress(self, supervisee_id: str) -> bool:
+        """Whether a run, an open condition or a permit end is pending for the supervisee
+        (the state is worth saving at once), without building its `State`."""
+        idx = self.index.index_of(supervisee_id)
+        t = self._table
+        return bool(
+            ((t.viol[:, idx] > 0) | t.open[:, idx] | t.overrun[:, idx])[t.present[:, idx]].any()
+        )
+
     def ended_at(self, supervisee_id: str) -> int | None:
         """The instant (UTC ms) monitoring of the supervisee ends: local midnight after
         `sentence_end` in the fence's tz (None for an unknown supervisee)."""
@@ -250,11 +267,12 @@ class Fence:
         """The decision state of supervisee index `idx`."""
         return self._table.get(idx, self._zone_ids(idx))
 
-    def _store(self, idx: int, state: State) -> None:
-        """Keep a state (and the supervisee's next boundary)."""
+    def _store(self, idx: int, state: State, schedule: bool = True) -> None:
+        """Keep a state (and, if `schedule`, find the supervisee's next boundary)."""
         self._table.put(idx, self._zone_ids(idx), state)
         self._changed.add(idx)
-        self._boundary[idx] = self._next_boundary(idx, state)
+        if schedule:
+            self._boundary[idx] = self._next_boundary(idx, state)
 
     def _stored_regime(self, group: NDArray[np.intp]) -> NDArray[np.uint8]:
         """(slots, groups): each zone's stored regime, UNKNOWN where none or its shape changed."""
@@ -474,18 +492,24 @@ class Fence:
         quiet = np.flatnonzero(~busy)
         self._advance_quiet(group[quiet], ends[quiet] - 1, ts, lon, lat, acc)
         steady = busy & self.vectorised & ~_groups_any(flips, starts, skip_first=True)
+        timed = np.zeros(len(group), dtype=bool)
         if bnd is not None:
-            steady &= ~_groups_any(bnd, starts)
+            timed = _groups_any(bnd, starts) & busy & self.vectorised
+            steady &= ~timed
         steady &= self._fresh_or_same(ev, starts, group, stored)
         out: dict[int, list[Transition]] = {}
         if steady.any():
             out.update(
                 self._counters(ev, sidx, ts, lon, lat, acc, starts, ends, np.flatnonzero(steady))
             )
-        for g in np.flatnonzero(busy & ~steady):
+        for g in np.flatnonzero(timed):
+            out[int(g)] = self._segments(
+                int(group[g]), starts[g], ends[g], ev, ts, lon, lat, acc, bnd
+            )
+        for g in np.flatnonzero(busy & ~steady & ~timed):
             c = slice(starts[g], ends[g])
-            out[int(g)] = self._step(int(group[g]), c, ev, ts, lon, lat, acc, bnd)
-        return self._exact([tr for g in sorted(out) for tr in out[g]])
+            out[int(g)] = self._exact(self._step(int(group[g]), c, ev, ts, lon, lat, acc, bnd))
+        return [tr for g in sorted(out) for tr in out[g]]
 
     def _flips(
         self, ev: Evaluation, sidx: NDArray[np.intp], starts: NDArray[np.intp],
@@ -498,6 +522,50 @@ class Fence:
         prev[:, 1:] = ev.regime[:, :-1]
         prev[:, starts] = stored
         return ((ev.regime != prev) & (ev.code != NO_ZONE)).any(axis=0)
+
+    def _segments(
+        self, g: int, a: int, b: int, ev: Evaluation, ts: NDArray[np.int64],
+        lon: NDArray[np.float64], lat: NDArray[np.float64], acc: NDArray[np.float64],
+        bnd: NDArray[np.bool_] | None,
+    ) -> list[Transition]:  # fmt: skip
+        """One supervisee's entries with boundaries among them, segment by segment: the
+        boundary entries through `step`, the fixes up to the next boundary (one regime) through
+        the vectorised counters when their zones allow it."""
+        assert bnd is not None
+        flags = bnd[a:b]
+        cut = np.flatnonzero(flags & ~np.r_[False, flags[:-1]]) + a  # first of each boundary run
+        fix_at = np.flatnonzero(~flags & np.r_[True, flags[:-1]]) + a  # first fix after a run
+        marks = np.unique(np.r_[a, cut, fix_at, b])
+        out: list[Transition] = []
+        one = np.zeros(1, dtype=np.intp)
+        sidx = np.full(b - a, g, dtype=np.intp)
+        for s, e in zip(marks[:-1].tolist(), marks[1:].tolist(), strict=True):
+            c = slice(s, e)
+            if bnd[s]:
+                d = self._decisions(g, c, ev, ts, lon, lat, acc, bnd)
+                old = self._get(g)
+                new, got = step(old, d)
+                out += self._exact(
+                    self._commit(g, self.index.id_of(g), old, new, got, schedule=False)
+                )
+                continue
+            sub = Evaluation(ev.dist_m[:, c], ev.code[:, c], ev.regime[:, c])
+            n = e - s
+            group = np.array([g], dtype=np.intp)
+            stored = self._stored_regime(group)
+            if self._fresh_or_same(sub, one, group, stored)[0] and not (
+                self._flips(sub, sidx[:n], one, stored)[1:].any()
+            ):
+                got_v = self._counters(sub, sidx[:n], ts[c], lon[c], lat[c], acc[c], one,
+                                       np.array([n]), one)  # fmt: skip
+                out += got_v.get(0, [])
+            else:
+                out += self._exact(self._step(g, c, ev, ts, lon, lat, acc, None))
+        self._boundary[g] = self._next_boundary(g, self._get(g))
+        slot = {m.zone_id: j for j, m in enumerate(self._metas[g])}
+        late = len(slot)  # the end-of-monitoring marker (no zone) comes last, as from step()
+        out.sort(key=lambda t: (t.zone_id == "", t.ts_ms, slot.get(t.zone_id, late)))
+        return out
 
     def _fresh_or_same(
         self, ev: Evaluation, starts: NDArray[np.intp], group: NDArray[np.intp],
@@ -552,26 +620,35 @@ class Fence:
         gs: NDArray[np.intp], idx: NDArray[np.intp], n_g: int, ts: NDArray[np.int64],
         lon: NDArray[np.float64], lat: NDArray[np.float64], acc: NDArray[np.float64],
     ) -> dict[int, list[Transition]]:  # fmt: skip
-        """Transitions of the vectorised counters, per group in (ts, slot) order."""
+        """Transitions of the vectorised counters, per group in (ts, slot) order; distances
+        beyond the decision band are measured (in one batch) before they are built."""
         out: dict[int, list[Transition]] = {}
         if not len(events.pair):
             return out
         j_all, g_all = np.divmod(events.pair, n_g)
         i_all = fix[events.fix]
         order = np.lexsort((j_all, ts[i_all], g_all))
-        for e in order.tolist():
-            j, g, i = int(j_all[e]), int(g_all[e]), int(i_all[e])
-            sup = int(idx[g])
-            meta = self._metas[sup][j]
-            sign = 1.0 if meta.kind == "inclusion" else -1.0
-            out.setdefault(int(gs[g]), []).append(Transition(
-                supervisee_id=self.index.id_of(sup), zone_id=meta.zone_id,
-                alert_type=ALERT_TYPES[int(events.alert_type[e])], active=bool(events.active[e]),
-                ts_ms=int(ts[i]), lon=float(lon[i]), lat=float(lat[i]),
-                distance_m=float(ev.dist_m[j, i]) * sign, acc_m=float(acc[i]),
-                margin_m=meta.margin_m, count=int(events.count[e]), since_ms=int(events.since[e]),
-                escalate_after_s=meta.escalate_after_s, purpose=meta.purpose, kind=meta.kind,
-                reason="confirmed" if events.active[e] else "compliant",
+        j_all, g_all, i_all = j_all[order], g_all[order], i_all[order]
+        sup = idx[g_all]
+        dist = ev.dist_m[j_all, i_all].astype(np.float64)
+        far = ~np.isfinite(dist)
+        if far.any():
+            rows = self.index.slots[j_all[far], sup[far]]
+            dist[far], _ = self.index.signed_distance(
+                rows, lon[i_all[far]], lat[i_all[far]], exact=True
+            )
+        active = events.active[order]
+        cols = zip(gs[g_all].tolist(), sup.tolist(), j_all.tolist(), ts[i_all].tolist(),
+                   lon[i_all].tolist(), lat[i_all].tolist(), acc[i_all].tolist(), active.tolist(),
+                   events.alert_type[order].tolist(), events.count[order].tolist(),
+                   events.since[order].tolist(), dist.tolist(), strict=True)  # fmt: skip
+        for g, sp, j, t, x, y, a, act, typ, count, since, d in cols:
+            meta = self._metas[sp][j]
+            out.setdefault(g, []).append(Transition(
+                self.index.id_of(sp), meta.zone_id, ALERT_TYPES[typ], act, t, x, y,
+                d if meta.kind == "inclusion" else -d, a, meta.margin_m, count, since,
+                meta.escalate_after_s, meta.purpose, meta.kind,
+                "confirmed" if act else "compliant",
             ))  # fmt: skip
         return out
 
@@ -617,10 +694,11 @@ class Fence:
         return self._commit(g, d.supervisee_id, old, new, out)
 
     def _commit(
-        self, g: int, sid: str, old: State, new: State, out: list[Transition]
-    ) -> list[Transition]:
+        self, g: int, sid: str, old: State, new: State, out: list[Transition],
+        schedule: bool = True,
+    ) -> list[Transition]:  # fmt: skip
         """Store a new state; add the end-of-monitoring marker when its clock crossed it."""
-        self._store(g, new)
+        self._store(g, new, schedule)
         end = int(self._end[g])
         if old.clock_ms < end <= new.clock_ms:
             out = [*out, self._ended_marker(sid, new, end)]

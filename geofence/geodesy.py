@@ -49,7 +49,8 @@ def vincenty(
     u2 = np.arctan((1 - F) * np.tan(la2 * RAD))
     su1, cu1, su2, cu2 = np.sin(u1), np.cos(u1), np.sin(u2), np.cos(u2)
     lam = big_l.copy()
-    with np.errstate(invalid="ignore", divide="ignore"):
+    done = np.zeros(lam.shape, dtype=bool)  # converged: lam frozen, so each result is the same
+    with np.errstate(invalid="ignore", divide="ignore"):  # whatever else is in the batch
         for _ in range(iterations):
             sl, cl = np.sin(lam), np.cos(lam)
             ss = np.hypot(cu2 * sl, cu1 * su2 - su1 * cu2 * cl)
@@ -62,9 +63,9 @@ def vincenty(
             lam_new = big_l + (1 - c) * F * sa * (
                 sigma + c * ss * (c2sm + c * cs * (-1 + 2 * c2sm * c2sm))
             )
-            done = np.all(np.abs(lam_new - lam) < 1e-12)
-            lam = lam_new
-            if done:
+            done |= np.abs(lam_new - lam) < 1e-12
+            lam = np.where(done, lam, lam_new)
+            if done.all():
                 break
         u_sq = c2a * (A * A - B * B) / (B * B)
         ka = 1 + u_sq / 16384 * (4096 + u_sq * (-768 + u_sq * (320 - 175 * u_sq)))

@@ -34,6 +34,8 @@ from geofence.zones import Circle, Zone
 LON_REF, LAT_REF = 105.0, 15.0  # float32 offsets from here keep ~0.1 m anywhere in Vietnam
 EXCLUSION_BIT = 0x8000  # set in the cell values of exclusion zones
 VALUE_MASK = 0x7FFF
+FRAME_PIECE = 16  # edges per piece of a zone's boundary for far distances
+FRAME_CACHE = 4096  # zones whose metric boundary is kept (~20 KB each)
 NEAR_CHUNK = 1024  # near pairs per pass (~20k candidate edges: the temporaries stay in L2)
 IntArray = NDArray[np.intp]
 FloatArray = NDArray[np.float64]
@@ -613,7 +615,9 @@ class ZoneIndex:
         return out
 
     def _metric_frame(self, r: int) -> tuple[float, float, float, float, BaseGeometry]:
-        """The zone's boundary in metres east / north of its bounding box's centre (cached)."""
+        """The zone's boundary in metres east / north of its bounding box's centre, in pieces of
+        FRAME_PIECE edges so GEOS skips the pieces whose envelope is farther than the best
+        distance so far (cached, at most FRAME_CACHE zones)."""
         got = self._frames.get(r)
         if got is not None:
             return got
@@ -626,8 +630,10 @@ class ZoneIndex:
         lat0 = float(pts[:, 1].min() + pts[:, 1].max()) / 2
         kx, ky = (float(k) for k in metres_per_degree(lat0))
         xy = np.column_stack([(pts[:, 0] - lon0) * kx, (pts[:, 1] - lat0) * ky])
-        boundary = shapely.multilinestrings(shapely.linestrings(xy, indices=ring))
-        shapely.prepare(boundary)
+        at, piece = _pieces(ring, FRAME_PIECE)
+        boundary = shapely.multilinestrings(shapely.linestrings(xy[at], indices=piece))
+        if len(self._frames) >= FRAME_CACHE:
+            self._frames.clear()
         self._frames[r] = (lon0, lat0, kx, ky, boundary)
         return self._frames[r]
 
@@ -648,3 +654,24 @@ def _edge_distances2(x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArr
     d2 = px * px
     d2 += py * py
     return dx, dy, d2
+
+
+def _pieces(ring: NDArray[np.int64], size: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Vertex positions and piece ids cutting each ring (`ring`: ring id per vertex, rings
+    contiguous) into runs of `size` edges; consecutive pieces share their joining vertex."""
+    start = np.flatnonzero(np.r_[True, ring[1:] != ring[:-1]])
+    length = np.diff(np.r_[start, len(ring)])
+    edges = np.maximum(length - 1, 1)
+    n_pieces = -(-edges // size)
+    piece_ring = np.repeat(np.arange(len(start)), n_pieces)
+    k = np.arange(len(piece_ring)) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)
+    a = start[piece_ring] + k * size
+    b = np.minimum(a + size, start[piece_ring] + length[piece_ring] - 1)  # inclusive end
+    count = b - a + 1
+    piece = np.repeat(np.arange(len(a)), count)
+    at = (
+        np.repeat(a, count)
+        + np.arange(int(count.sum()))
+        - np.repeat(np.cumsum(count) - count, count)
+    )
+    return at, piece

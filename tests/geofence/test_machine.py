@@ -1,7 +1,7 @@
 """The vectorised confirmation counters equal the scalar reference `transitions.step`."""
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from geofence.engine import COMPLIANT, IGNORED, IN_FORCE, UNCERTAIN, VIOLATION
@@ -104,6 +104,7 @@ window = st.builds(lambda d, a, b: {"days": d, "start": f"{a // 4:02d}:{a % 4 * 
     st.integers(1, 4), st.lists(st.integers(1, 79), max_size=5),
 )  # fmt: skip
 def test_the_vectorised_fence_decides_as_the_scalar_reference(fixes, windows, perms, confirm, cuts):
+    note(repr((fixes, windows, perms, confirm, cuts)))
     permits = [Permit(s, MONDAY + a * 15 * MIN, MONDAY + (a + b) * 15 * MIN, "p", "work",
                       square(*DEST, 1000) if dest else None) for s, a, b, dest in perms]  # fmt: skip
     clock = {s: MONDAY for s in SIDS}

@@ -287,3 +287,12 @@ def test_one_batch_many_batches_and_ticks_in_between_decide_the_same(sc):
     assert not want - got
     assert raced_final.zones == final.zones and raced_final.decided_ms == final.decided_ms
     assert all(n == 1 for k, n in got.items() if k[4] != "revised")
+
+
+def test_in_progress_says_whether_a_run_or_condition_is_pending():
+    f = fence(zones()[:1])
+    decide(f, [at("2026-03-02T09:00")], [HOME])
+    assert not f.in_progress("S1")
+    decide(f, [at("2026-03-02T09:01")], [FAR])
+    assert f.in_progress("S1")
+    assert any(not z.quiet for _, z in f.states["S1"].zones)  # the same, from the State
