@@ -278,7 +278,7 @@ def _load_demo(conn: psycopg.Connection, settings: Settings) -> Path:
     import orjson
 
     from giamsat.demo import create_demo_officers, missing_part
-    from giamsat.importer import import_document
+    from registry.document import import_document
     from simulators.demo import build_demo_document
 
     doc = build_demo_document()

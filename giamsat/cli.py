@@ -22,7 +22,7 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     from giamsat.app import open_database
-    from giamsat.importer import ImportError_, import_file
+    from registry.document import ImportError_, import_file
 
     with open_database(settings) as conn:
         try:

@@ -322,7 +322,7 @@ def _progress(line: str) -> None:
 
 
 def _register(conn: psycopg.Connection, homes: list[tuple[float, float]]) -> None:
-    from giamsat.importer import import_document
+    from registry.document import import_document
 
     summary = import_document(conn, fleet_document(homes))
     print(f"load-test fleet registered: {summary}")

@@ -8,7 +8,7 @@ import math
 import orjson
 import pytest
 
-from giamsat.importer import ImportError_, import_document
+from registry.document import ImportError_, import_document
 from schema import connect
 from tests.api.conftest import LAT0, LON0, SV_A
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from giamsat.importer import ImportError_, import_document
+from registry.document import ImportError_, import_document
 from schema import connect
 from tests.api.conftest import COMMUNE_A, DEV_A, LAT0, LON0, SV_A, T0, square
 

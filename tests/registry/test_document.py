@@ -8,7 +8,7 @@ import sys
 import orjson
 import pytest
 
-from giamsat.importer import ImportError_, import_document
+from registry.document import ImportError_, import_document
 from simulators.demo import build_demo_document
 
 pytestmark = pytest.mark.services
