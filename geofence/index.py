@@ -35,7 +35,7 @@ LON_REF, LAT_REF = 105.0, 15.0  # float32 offsets from here keep ~0.1 m anywhere
 EXCLUSION_BIT = 0x8000  # set in the cell values of exclusion zones
 VALUE_MASK = 0x7FFF
 FRAME_PIECE = 16  # edges per piece of a zone's boundary for far distances
-FRAME_CACHE = 4096  # zones whose metric boundary is kept (~20 KB each)
+FRAME_CACHE = 1 << 25  # zone vertices whose pieces' boxes are kept for far distances (~2 B each)
 NEAR_CHUNK = 1024  # near pairs per pass (~20k candidate edges: the temporaries stay in L2)
 IntArray = NDArray[np.intp]
 FloatArray = NDArray[np.float64]
@@ -115,6 +115,9 @@ class ZoneIndex:
         self.slots = np.zeros((1, 16), dtype=np.intp)
         self.has_permit = np.zeros(16, dtype=bool)
         self._init_rows(64)
+        self._pool_rows = np.zeros((64, 7))  # per row: frame and pieces (col 6: cached)
+        self._pool_box = np.full((0, 4), np.nan)
+        self._pool_n = 0
         self._init_slabs()
         self._free_rows.remove(0)
         self._store_no_zone()
@@ -144,7 +147,6 @@ class ZoneIndex:
         self.circle = np.full((cap, 3), np.nan)
         self.sched = np.full(cap, -1, dtype=np.intp)
         self._rows: list[_Row | None] = [None] * cap
-        self._frames: dict[int, tuple[float, float, float, float, BaseGeometry]] = {}
         self._free_rows = list(range(cap - 1, -1, -1))
 
     def _row_arrays(self) -> tuple[NDArray, ...]:
@@ -162,6 +164,9 @@ class ZoneIndex:
             else:
                 new[:cap] = prev
         self._rows[:cap] = rows
+        pool = np.zeros((2 * cap, 7))
+        pool[:cap] = self._pool_rows
+        self._pool_rows = pool
         self._free_rows = list(range(2 * cap - 1, cap - 1, -1))
 
     def _init_slabs(self) -> None:
@@ -206,7 +211,7 @@ class ZoneIndex:
                         (self.spans, row.n_near), (self.vertices, row.n_vert)):  # fmt: skip
             slab.release(n)
         self._rows[r] = None
-        self._frames.pop(r, None)
+        self._pool_rows[r, 6] = 0
         self.sched[r] = -1
         self._free_rows.append(r)
 
@@ -604,38 +609,90 @@ class ZoneIndex:
         if circ.any():
             out[circ] = np.abs(vincenty(lon[circ], lat[circ], c[circ, 0], c[circ, 1]) - c[circ, 2])
         poly = np.flatnonzero(~circ)
-        if not len(poly):
-            return out
-        frames = [self._metric_frame(int(r)) for r in rows[poly]]
-        lon0, lat0, kx, ky = (np.array([f[i] for f in frames]) for i in range(4))
-        pts = shapely.points((lon[poly] - lon0) * kx, (lat[poly] - lat0) * ky)
-        lines = shapely.shortest_line(np.array([f[4] for f in frames], dtype=object), pts)
-        q = shapely.get_coordinates(lines).reshape(-1, 2, 2)[:, 0]
-        out[poly] = vincenty(lon[poly], lat[poly], q[:, 0] / kx + lon0, q[:, 1] / ky + lat0)
+        if len(poly):
+            out[poly] = self._nearest_geodesic(rows[poly], lon[poly], lat[poly])
         return out
 
-    def _metric_frame(self, r: int) -> tuple[float, float, float, float, BaseGeometry]:
-        """The zone's boundary in metres east / north of its bounding box's centre, in pieces of
-        FRAME_PIECE edges so GEOS skips the pieces whose envelope is farther than the best
-        distance so far (cached, at most FRAME_CACHE zones)."""
-        got = self._frames.get(r)
-        if got is not None:
-            return got
+    def _frame_of(self, rows: IntArray) -> FloatArray:
+        """Per row: lon0, lat0, kx, ky of its metric frame (its bounding box's centre), first
+        piece and pieces (of FRAME_PIECE edges, with their boxes in the frame) in the pool."""
+        missing = [r for r in np.unique(rows).tolist() if not self._pool_rows[r, 6]]
+        if missing and self._pool_n + sum(self._rows[r].n_vert for r in missing) > FRAME_CACHE:  # type: ignore[union-attr]
+            self._pool_rows[:, 6] = 0  # restart the pool (between calls, never within one)
+            self._pool_n = 0
+            missing = np.unique(rows).tolist()
+        for r in missing:
+            self._add_frame(r)
+        return self._pool_rows[rows]
+
+    def _add_frame(self, r: int) -> None:
         row = self._rows[r]
         assert row is not None
         v = self.vertices.data[row.vert_off : row.vert_off + row.n_vert]
-        ok = np.isfinite(v).all(axis=1)
-        ring, pts = np.cumsum(~ok)[ok], v[ok]
-        lon0 = float(pts[:, 0].min() + pts[:, 0].max()) / 2
-        lat0 = float(pts[:, 1].min() + pts[:, 1].max()) / 2
+        lon0 = float(np.nanmin(v[:, 0]) + np.nanmax(v[:, 0])) / 2
+        lat0 = float(np.nanmin(v[:, 1]) + np.nanmax(v[:, 1])) / 2
         kx, ky = (float(k) for k in metres_per_degree(lat0))
-        xy = np.column_stack([(pts[:, 0] - lon0) * kx, (pts[:, 1] - lat0) * ky])
-        at, piece = _pieces(ring, FRAME_PIECE)
-        boundary = shapely.multilinestrings(shapely.linestrings(xy[at], indices=piece))
-        if len(self._frames) >= FRAME_CACHE:
-            self._frames.clear()
-        self._frames[r] = (lon0, lat0, kx, ky, boundary)
-        return self._frames[r]
+        x, y = (v[:, 0] - lon0) * kx, (v[:, 1] - lat0) * ky
+        start = np.arange(0, max(len(v) - 1, 1), FRAME_PIECE)
+        end = np.minimum(start + FRAME_PIECE + 1, len(v))  # a piece's last vertex starts the next
+        size = (end - start).astype(np.intp)
+        idx = _ranges(start.astype(np.intp), size)
+        at = (np.cumsum(size) - size).astype(np.intp)
+        box = np.full((len(start), 4), np.nan)
+        for k, (col, fn) in enumerate(((x, np.fmin), (y, np.fmin), (x, np.fmax), (y, np.fmax))):
+            box[:, k] = fn.reduceat(col[idx], at)
+        n = self._pool_n
+        if n + len(start) > len(self._pool_box):
+            grown = np.full((2 * (n + len(start)), 4), np.nan)
+            grown[:n] = self._pool_box[:n]
+            self._pool_box = grown
+        self._pool_box[n : n + len(start)] = box
+        self._pool_rows[r] = (lon0, lat0, kx, ky, n, len(start), 1)
+        self._pool_n = n + len(start)
+
+    def _nearest_geodesic(self, rows: IntArray, lon: FloatArray, lat: FloatArray) -> FloatArray:
+        """Per point: Vincenty metres to its zone's nearest boundary point found in the zone's
+        metric frame (a slightly distorted frame moves that point, so the distance, stationary
+        there, only to second order). Bounds per (point, piece): a piece whose box is farther
+        than another piece's first vertex is skipped; exact per (point, edge) of the rest."""
+        z = self._frame_of(rows)
+        px, py = (lon - z[:, 0]) * z[:, 2], (lat - z[:, 1]) * z[:, 3]
+        n_pc, pc0 = z[:, 5].astype(np.intp), z[:, 4].astype(np.intp)
+        owner = np.repeat(np.arange(len(rows)), n_pc)
+        piece = _ranges(pc0, n_pc)
+        k = piece - np.repeat(pc0, n_pc)  # piece number within its zone
+        box, qx, qy = self._pool_box[piece], px[owner], py[owner]
+        lower = np.hypot(np.fmax(np.fmax(box[:, 0] - qx, qx - box[:, 2]), 0),
+                         np.fmax(np.fmax(box[:, 1] - qy, qy - box[:, 3]), 0))  # fmt: skip
+        voff = np.take(self.vert_off, rows)
+        nv = np.array([self._rows[r].n_vert for r in rows.tolist()])  # type: ignore[union-attr]
+        hx, hy = self._frame_xy(voff[owner] + k * FRAME_PIECE, owner, z)
+        upper = np.hypot(hx - qx, hy - qy)
+        upper[~np.isfinite(upper)] = np.inf
+        bound = np.minimum.reduceat(upper, np.cumsum(n_pc) - n_pc)
+        keep = np.flatnonzero(lower <= bound[owner])
+        first = k[keep] * FRAME_PIECE
+        count = np.minimum(FRAME_PIECE, nv[owner[keep]] - 1 - first)
+        who = np.repeat(owner[keep], count)
+        i = _ranges(voff[owner[keep]] + first, count)  # first vertex of each edge
+        ax, ay = self._frame_xy(i, who, z)
+        bx, by = self._frame_xy(i + 1, who, z)
+        ax, ay, dx, dy = ax - px[who], ay - py[who], bx - ax, by - ay
+        l2 = dx * dx + dy * dy
+        t = np.clip(-(ax * dx + ay * dy) / np.where(l2 > 0, l2, 1.0), 0.0, 1.0)
+        d2 = (ax + t * dx) ** 2 + (ay + t * dy) ** 2
+        d2[~np.isfinite(d2)] = np.inf  # "edges" across a ring separator
+        order = np.lexsort((d2, who))
+        best = order[np.r_[True, who[order][1:] != who[order][:-1]]]  # one per point, in order
+        nx = (ax[best] + t[best] * dx[best] + px) / z[:, 2] + z[:, 0]
+        ny = (ay[best] + t[best] * dy[best] + py) / z[:, 3] + z[:, 1]
+        return vincenty(lon, lat, nx, ny)
+
+    def _frame_xy(
+        self, i: NDArray[np.intp], who: NDArray[np.intp], z: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        v = self.vertices.data[i]
+        return (v[:, 0] - z[who, 0]) * z[who, 2], (v[:, 1] - z[who, 1]) * z[who, 3]
 
 
 def _edge_distances2(x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -675,3 +732,9 @@ def _pieces(ring: NDArray[np.int64], size: int) -> tuple[NDArray[np.intp], NDArr
         - np.repeat(np.cumsum(count) - count, count)
     )
     return at, piece
+
+
+def _ranges(starts: NDArray[np.intp], lengths: NDArray[np.intp]) -> NDArray[np.intp]:
+    """Concatenation of arange(start, start + length) for each pair."""
+    first = np.cumsum(lengths) - lengths
+    return np.repeat(starts - first, lengths) + np.arange(int(lengths.sum()))

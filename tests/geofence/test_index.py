@@ -109,3 +109,29 @@ def test_two_permits_to_the_same_destination_compile_and_reload():
     )
     f.replace_supervisee(sup, [zone(square(105.8, 21.0, 500))], permits, now_ms=1_767_225_600_000)
     assert len(f.index.permits_of(f.index.index_of("S1"))) == 2
+
+
+def test_far_distances_over_holes_and_several_polygons():
+    """Ring separators never count as edges: a point in a hole is measured to the hole's ring,
+    one near the second polygon of a MultiPolygon to that polygon."""
+    import shapely
+
+    from geofence.index import ZoneIndex
+
+    from .helpers import offset, reference_signed, square, zone
+
+    outer, hole = square(105.8, 21.0, 3000), square(105.8, 21.0, 1500)
+    donut = shapely.Polygon(outer.exterior.coords, [hole.exterior.coords])
+    pair = shapely.MultiPolygon([square(105.8, 21.0, 400), square(*offset(105.8, 21.0, 9000, 0), 400)])
+    ix = ZoneIndex()
+    ix.set_supervisee("S1", [zone(donut, "donut"), zone(pair, "pair", kind="exclusion")])
+    points = [offset(105.8, 21.0, 0, 0), offset(105.8, 21.0, 200, -300),  # in the hole
+              offset(105.8, 21.0, 9000, 2000), offset(105.8, 21.0, 9600, 0)]  # near the 2nd
+    for j, geom in ((0, donut), (1, pair)):
+        rows = np.full(len(points), ix.slots[j, 0])
+        lon, lat = np.array(points).T
+        d, exact = ix.signed_distance(rows, lon, lat, exact=True)
+        assert exact.all()
+        for k, (x, y) in enumerate(points):
+            ref = reference_signed(geom, x, y)
+            assert abs(d[k] - ref) <= 1 + 1e-3 * abs(ref), (j, k, d[k], ref)
