@@ -192,9 +192,9 @@ class Decider:
         """The decision states to write now: those with a transition or anything in progress;
         quiet ones wait in ``_deferred`` until ``state_flush_s`` has passed. Also the progress
         mark to write with them: the oldest receipt whose decisions are not all saved."""
-        states, out = self.fence.states, {}
+        out = {}
         for sid, blob in self.fence.drain_changed().items():
-            if sid in busy or not all(z.quiet for _, z in states[sid].zones):
+            if sid in busy or self.fence.in_progress(sid):
                 out[sid] = blob
                 self._deferred.pop(sid, None)
             else:
