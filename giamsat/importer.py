@@ -16,6 +16,7 @@ import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
+from alerts.rollcall import parse_station
 from geofence.policy import Permit, PermitRefused, PolicyTable, Supervisee, check_permit
 from geofence.store import load_permits, load_supervisees, load_zones
 from geofence.zones import ZoneError, parse_geometry, parse_zone, zone_columns
@@ -186,9 +187,17 @@ def _validate_units(ck: _Checker, doc: dict, plan: _Plan, all_codes: set) -> Non
             except ZoneError as exc:
                 ck.fail(exc.path, str(exc.message))
         ack = ck.positive_int(rec, "ack_within_s", path, 300)
+        station = None
+        if rec.get("station") is not None:  # where roll-call check-ins count (issue 13)
+            try:
+                parse_station(rec["station"], f"{path}.station")
+                station = rec["station"]
+            except ZoneError as exc:
+                ck.fail(exc.path, str(exc.message))
         if code and name:
             plan.units.append({"code": code, "name": name, "parent": parent,
-                               "boundary": boundary, "ack_within_s": ack})
+                               "boundary": boundary, "ack_within_s": ack,
+                               "station": station})
 
 
 def _validate_supervisees(ck: _Checker, doc: dict, plan: _Plan, units: set) -> dict[str, dict]:
@@ -347,12 +356,16 @@ def _unit_order(units: list[dict]) -> list[dict]:
     return out
 
 
+# A unit imported without a station keeps the one it has (files of before issue 13).
 _UPSERT_UNIT = """
-INSERT INTO units (code, name, parent, boundary, ack_within_s) VALUES (%s, %s, %s, %s, %s)
+INSERT INTO units (code, name, parent, boundary, ack_within_s, station)
+VALUES (%s, %s, %s, %s, %s, %s)
 ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, parent = EXCLUDED.parent,
-    boundary = EXCLUDED.boundary, ack_within_s = EXCLUDED.ack_within_s, updated_at = now()
-WHERE (units.name, units.parent, units.boundary, units.ack_within_s)
-    IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.parent, EXCLUDED.boundary, EXCLUDED.ack_within_s)
+    boundary = EXCLUDED.boundary, ack_within_s = EXCLUDED.ack_within_s,
+    station = coalesce(EXCLUDED.station, units.station), updated_at = now()
+WHERE (units.name, units.parent, units.boundary, units.ack_within_s, units.station)
+    IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.parent, EXCLUDED.boundary, EXCLUDED.ack_within_s,
+                      coalesce(EXCLUDED.station, units.station))
 RETURNING (xmax = 0)
 """
 
@@ -406,7 +419,8 @@ def apply(conn: psycopg.Connection, plan: _Plan) -> ImportSummary:
     summary = ImportSummary()
     for u in _unit_order(plan.units):
         row = conn.execute(_UPSERT_UNIT, (u["code"], u["name"], u["parent"],
-                                          _json(u["boundary"]), u["ack_within_s"])).fetchone()
+                                          _json(u["boundary"]), u["ack_within_s"],
+                                          _json(u["station"]))).fetchone()
         summary.add("units", _outcome(row))
     for s in plan.supervisees:
         row = conn.execute(_UPSERT_SUPERVISEE, (s["id"], s["name"], s["sentence_type"],

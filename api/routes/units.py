@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field
 
+from alerts.rollcall import parse_station
 from api.deps import Caller, Conn, Ctx, audit
 from api.errors import Problem
 from api.scope import Scope, descendants
@@ -26,6 +27,9 @@ class UnitIn(BaseModel):
     parent: str | None = Field(None, max_length=64)
     boundary: dict[str, Any] | None = None
     ack_within_s: int = Field(300, gt=0, le=7 * 86400)
+    station: dict[str, Any] | None = Field(
+        None, description="the police station's zone, where check-ins count: "
+                          "{center: [lon, lat], radius_m} or {geometry}")
 
 
 class UnitCreate(UnitIn):
@@ -63,6 +67,8 @@ def get_unit(code: UnitCode, caller: Caller, conn: Conn) -> dict:
     if row is None or not (caller.allows(code) or code in _ancestors(conn, caller)):
         raise HTTPException(404, f"no unit {code!r} in your scope / không có đơn vị")
     out = _unit(row, row[4], True)
+    out["station"] = conn.execute("SELECT station FROM units WHERE code = %s",
+                                  (code,)).fetchone()[0]
     out["children"] = [r[0] for r in conn.execute(
         "SELECT code FROM units WHERE parent = %s ORDER BY code", (code,))
         if caller.allows(r[0])]
@@ -83,6 +89,11 @@ def _check(conn: psycopg.Connection, code: str, unit: UnitIn) -> None:
             parse_geometry(unit.boundary, "$.boundary")
         except ZoneError as exc:
             raise Problem(422, f"invalid boundary: {exc.message}", path=exc.path) from exc
+    if unit.station is not None:
+        try:
+            parse_station(unit.station)
+        except ZoneError as exc:
+            raise Problem(422, f"invalid station: {exc.message}", path=exc.path) from exc
     if unit.parent is None:
         return
     if conn.execute("SELECT 1 FROM units WHERE code = %s", (unit.parent,)).fetchone() is None:
@@ -99,13 +110,14 @@ def create_unit(ctx: Ctx, caller: Caller, conn: Conn, unit: Annotated[UnitCreate
     caller.require_admin()
     _check(conn, unit.code, unit)
     row = conn.execute(
-        "INSERT INTO units (code, name, parent, boundary, ack_within_s) "
-        f"VALUES (%s, %s, %s, %s, %s) ON CONFLICT (code) DO NOTHING RETURNING {_COLUMNS}",
-        (unit.code, unit.name, unit.parent, _json(unit.boundary), unit.ack_within_s)).fetchone()
+        "INSERT INTO units (code, name, parent, boundary, ack_within_s, station) "
+        f"VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (code) DO NOTHING RETURNING {_COLUMNS}",
+        (unit.code, unit.name, unit.parent, _json(unit.boundary), unit.ack_within_s,
+         _json(unit.station))).fetchone()
     if row is None:
         raise HTTPException(409, f"unit {unit.code!r} exists already / đơn vị đã tồn tại")
     audit(conn, ctx, caller, "unit.create", unit.code)
-    return _unit(row, unit.boundary, True)
+    return {**_unit(row, unit.boundary, True), "station": unit.station}
 
 
 @router.put("/units/{code}", responses={403: {"description": "admins only"}})
@@ -116,12 +128,13 @@ def update_unit(code: UnitCode, ctx: Ctx, caller: Caller, conn: Conn,
     _check(conn, code, unit)
     row = conn.execute(
         "UPDATE units SET name = %s, parent = %s, boundary = %s, ack_within_s = %s, "
-        f"updated_at = now() WHERE code = %s RETURNING {_COLUMNS}",
-        (unit.name, unit.parent, _json(unit.boundary), unit.ack_within_s, code)).fetchone()
+        f"station = %s, updated_at = now() WHERE code = %s RETURNING {_COLUMNS}",
+        (unit.name, unit.parent, _json(unit.boundary), unit.ack_within_s,
+         _json(unit.station), code)).fetchone()
     if row is None:
         raise HTTPException(404, f"no unit {code!r} / không có đơn vị")
     audit(conn, ctx, caller, "unit.update", code)
-    return _unit(row, unit.boundary, True)
+    return {**_unit(row, unit.boundary, True), "station": unit.station}
 
 
 def _json(value: Any) -> Jsonb | None:
