@@ -5,7 +5,8 @@ A supervisee reports for roll-call in windows: the monthly one of the sentence p
 ``SentencePolicy.citation("roll_call")``) and ad-hoc ones an officer calls
 (``rollcall_windows``). Both are cut to the sentence (its first to its last local day).
 
-A check-in counts for a window when it lies inside it and was made at the commune police
+A window that closed before the supervisee was registered is not owed. A check-in counts for
+a window when it lies inside it and was made at the commune police
 station: in person (recorded by an officer) or a device's ``checkin`` event (contract §1
 extension) whose place (the event's ``detail.lat``/``detail.lon``, else the device's last fix)
 lies inside the station zone of the supervisee's unit (``units.station``).
@@ -219,14 +220,16 @@ def windows_closed(conn: psycopg.Connection, now_ms: int, policies: PolicyTable,
     today = now.astimezone(ZoneInfo(tz)).date()
     since = today - timedelta(days=LOOKBACK_DAYS)
     people = conn.execute(
-        "SELECT id, sentence_type, sentence_start, sentence_end FROM supervisees "
+        "SELECT id, sentence_type, sentence_start, sentence_end, created_at FROM supervisees "
         "WHERE sentence_start <= %s AND sentence_end >= %s "
         "AND (%s::text[] IS NULL OR id = ANY(%s)) ORDER BY id",
         (today, since, supervisee_ids, supervisee_ids)).fetchall()
     months = [_month_start(today, 2), _month_start(today, 1), _month_start(today)]
-    out = [w for sid, stype, start, end in people
+    # a window that closed before the person was registered is not owed: the service could
+    # not have recorded the check-in (a case imported mid-month starts with the next window)
+    out = [w for sid, stype, start, end, registered in people
            for w in monthly_windows(policies, stype, start, end, months, tz, sid)
-           if w.closes <= now and w.last_day >= since]
+           if registered < w.closes <= now and w.last_day >= since]
     out += ad_hoc_windows(conn, tz, supervisee_ids, ms_to_dt(now_ms - LOOKBACK_DAYS * 86_400_000),
                           now)
     return out

@@ -51,6 +51,8 @@ def cw(api):
         create_officer(conn, CHIEF, PASSWORD, "commune", COMMUNE_A, chief=True)
         conn.execute("UPDATE units SET station = %s WHERE code = %s",
                      (Jsonb(STATION_B), COMMUNE_B))
+        # registered long before the roll-call windows these tests sweep
+        conn.execute("UPDATE supervisees SET created_at = '2025-01-01T00:00:00Z'")
         conn.commit()
     yield api
     OFFICERS.pop(CHIEF, None)
@@ -354,6 +356,36 @@ def test_yearly_violation_rate_on_a_synthetic_year(cw):
                                        "format": "csv"}, headers=api.auth("tinh.t"))
     rows = {r["unit"]: r for r in csv.DictReader(io.StringIO(quarterly.text.lstrip("\ufeff")))}
     assert rows[unit]["violation_records"] == "1" and rows[unit]["supervised"] == "250"
+
+
+def test_only_a_commune_officer_can_be_chief(cw):
+    api = cw
+    admin = api.auth("admin")
+    bad = api.client.post("/api/v1/officers", json={
+        "username": "truong.tinh", "password": PASSWORD, "role": "province", "unit": PROVINCE,
+        "chief": True}, headers=admin)
+    assert bad.status_code == 422 and bad.json()["field"] == "chief"
+    made = api.client.post("/api/v1/officers", json={
+        "username": "truong.b", "password": PASSWORD, "role": "commune", "unit": COMMUNE_B,
+        "chief": True}, headers=admin)
+    assert made.status_code == 201 and made.json()["chief"] is True
+    moved = api.client.put("/api/v1/officers/truong.b", json={"unit": COMMUNE_A},
+                           headers=admin)
+    assert moved.status_code == 200 and moved.json()["chief"] is False  # not chief there
+
+
+def test_a_units_station_is_validated_and_shown(cw):
+    api = cw
+    admin = api.auth("admin")
+    unit = api.client.get(f"/api/v1/units/{COMMUNE_B}", headers=admin).json()
+    assert unit["station"] == STATION_B
+    body = {"name": unit["name"], "parent": PROVINCE, "boundary": unit["boundary"],
+            "station": {"center": [LON0 + 0.1, LAT0], "radius_m": 0}}
+    bad = api.client.put(f"/api/v1/units/{COMMUNE_B}", json=body, headers=admin)
+    assert bad.status_code == 422 and bad.json()["path"] == "$.station.radius_m"
+    body["station"] = STATION_B
+    assert api.client.put(f"/api/v1/units/{COMMUNE_B}", json=body,
+                          headers=admin).status_code == 200
 
 
 SUPERVISEE_ENDPOINTS = [
