@@ -16,6 +16,7 @@ import psycopg
 from fastapi import HTTPException
 from fastapi.responses import HTMLResponse, Response
 
+from api.routes.reports import month_bounds
 from api.scope import Scope
 
 MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
@@ -23,11 +24,8 @@ PERIOD = r"^\d{4}(-Q[1-4])?$"
 
 
 def month_first(month: str) -> date:
-    """The first day of a ``YYYY-MM`` month (422 when malformed)."""
-    m = re.fullmatch(r"(\d{4})-(0[1-9]|1[0-2])", month)
-    if m is None or not 1970 <= int(m.group(1)) <= 9998:
-        raise HTTPException(422, f"month must be YYYY-MM (1970-9998), got {month!r}")
-    return date(int(m.group(1)), int(m.group(2)), 1)
+    """The first day of a ``YYYY-MM`` month (422 when malformed; the monthly report's parser)."""
+    return month_bounds(month, "UTC")[2]
 
 
 def next_month(first: date, k: int = 1) -> date:
