@@ -1,4 +1,5 @@
-"""Demo officers for ``giamsat up --demo``: one per unit, passwords kept stable across starts."""
+"""Demo officers for ``giamsat up --demo``: one per unit (a commune's is its chief), passwords
+kept stable across starts."""
 
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ def create_demo_officers(conn: psycopg.Connection, doc: dict,
         user = _username(unit["code"])
         password = known.get(user) or secrets.token_urlsafe(9)
         role = "commune" if unit.get("parent") else "province"
+        # the demo commune officer is also the unit's chief, who signs the monthly assessment
         create_officer(conn, user, password, role, unit["code"],
-                       display_name=f"Cán bộ trực {unit['name']}", exist_ok=True)
+                       display_name=f"Cán bộ trực {unit['name']}", exist_ok=True,
+                       chief=role == "commune")
         known[user] = password
         out.append((user, password, unit["code"]))
     conn.commit()

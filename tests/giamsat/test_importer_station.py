@@ -33,7 +33,10 @@ def test_a_station_is_imported_and_kept_by_a_file_without_it(db, demo_doc):
     import_document(db, doc)
     assert _station(db, unit["code"]) == STATION
     assert not import_document(db, doc).changed  # twice changes nothing
-    assert not import_document(db, demo_doc).changed  # an older file keeps the station
+    older = copy.deepcopy(doc)  # a file of before issue 13: no stations
+    for u in older["units"]:
+        u.pop("station", None)
+    assert not import_document(db, older).changed  # keeps the stations
     assert _station(db, unit["code"]) == STATION
 
 
