@@ -72,23 +72,28 @@ def propose(basis: dict[str, int]) -> str:
     return "tot"
 
 
-def month_basis(conn: psycopg.Connection, sid: str, first: date, tz: str) -> dict[str, int]:
-    """The month's counts for one supervisee: violation records, roll-call windows missed
-    (closed in the month with no check-in at the station), alerts opened and not resolved."""
-    p = {"sid": sid, "start": local_midnight(first, tz),
+def month_basis(conn: psycopg.Connection, sids: list[str], first: date,
+                tz: str) -> dict[str, dict[str, int]]:
+    """The month's counts per supervisee (one query for the whole list): violation records,
+    roll-call windows missed (closed in the month with no check-in at the station), alerts
+    opened in the month and not resolved."""
+    p = {"sids": sids, "start": local_midnight(first, tz),
          "end": local_midnight(next_month(first), tz)}
-    row = conn.execute("""
-        SELECT (SELECT count(*) FROM violation_records WHERE supervisee_id = %(sid)s
+    rows = conn.execute("""
+        SELECT s.id,
+               (SELECT count(*) FROM violation_records WHERE supervisee_id = s.id
                    AND recorded_at >= %(start)s AND recorded_at < %(end)s),
-               (SELECT count(*) FROM rollcall_misses m WHERE m.supervisee_id = %(sid)s
+               (SELECT count(*) FROM rollcall_misses m WHERE m.supervisee_id = s.id
                    AND m.closes_at > %(start)s AND m.closes_at <= %(end)s
-                   AND NOT EXISTS (SELECT 1 FROM checkins c WHERE c.supervisee_id = m.supervisee_id
+                   AND NOT EXISTS (SELECT 1 FROM checkins c WHERE c.supervisee_id = s.id
                                      AND c.at_station AND c.at >= m.opens_at
                                      AND c.at < m.closes_at)),
-               (SELECT count(*) FROM alerts WHERE supervisee_id = %(sid)s
+               (SELECT count(*) FROM alerts WHERE supervisee_id = s.id
                    AND opened_at >= %(start)s AND opened_at < %(end)s AND status <> 'resolved')
-        """, p).fetchone()
-    return {"violation_records": row[0], "missed_checkins": row[1], "unresolved_alerts": row[2]}
+          FROM unnest(%(sids)s::text[]) AS s(id)
+        """, p).fetchall()
+    return {r[0]: {"violation_records": r[1], "missed_checkins": r[2], "unresolved_alerts": r[3]}
+            for r in rows}
 
 
 def _people(conn: psycopg.Connection, units: list[str], first: date) -> list[tuple]:
@@ -126,12 +131,11 @@ def unit_list(ctx: ApiContext, conn: psycopg.Connection, unit: str, units: list[
     first = month_first(month)
     tz = ctx.settings.timezone
     people = _people(conn, units, first)
-    stored = _stored(conn, [p[0] for p in people], first)
-    rows = []
-    for sid, name, u in people:
-        basis = month_basis(conn, sid, first, tz)
-        rows.append({"supervisee_id": sid, "name": name, "unit": u, "basis": basis,
-                     "proposed": propose(basis), **stored.get(sid, {"classification": None})})
+    sids = [p[0] for p in people]
+    stored, bases = _stored(conn, sids, first), month_basis(conn, sids, first, tz)
+    rows = [{"supervisee_id": sid, "name": name, "unit": u, "basis": bases[sid],
+             "proposed": propose(bases[sid]), **stored.get(sid, {"classification": None})}
+            for sid, name, u in people]
     due = due_on(ctx, first)
     signature = _signature(conn, unit, first)
     late = bool(due and signature is None and today(ctx.now(), tz) > due)
@@ -162,7 +166,7 @@ def confirm(sid: SuperviseeId, month: Month, ctx: Ctx, caller: Caller, conn: Con
         raise Problem(422, f"{sid} is not under supervision in {month}")
     if _signature(conn, sup["unit"], first) is not None:
         raise HTTPException(409, f"the {month} list of {sup['unit']} is signed / đã ký")
-    basis = month_basis(conn, sid, first, ctx.settings.timezone)
+    basis = month_basis(conn, [sid], first, ctx.settings.timezone)[sid]
     proposed = propose(basis)
     reason = (body.reason or "").strip() or None
     if body.classification != proposed and reason is None:

@@ -179,9 +179,11 @@ def _norm(text: str | None) -> str:
     return " ".join(unicodedata.normalize("NFC", text or "").casefold().split())
 
 
-def movements(conn: psycopg.Connection, units: list[str], first: date) -> dict[str, Any]:
-    """Who is under supervision in the month, who entered and who left, and why."""
-    last = next_month(first) - timedelta(days=1)
+def movements(conn: psycopg.Connection, units: list[str], first: date,
+              last: date | None = None) -> dict[str, Any]:
+    """Who is under supervision in the period (a month from ``first`` unless ``last`` is
+    given), who entered and who left, and why."""
+    last = last or next_month(first) - timedelta(days=1)
     p = {"u": units, "first": first, "last": last}
     with conn.cursor(row_factory=dict_row) as cur:
         people = cur.execute("""

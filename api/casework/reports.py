@@ -5,8 +5,8 @@ the period / people supervised in the period (a sentence overlapping it, in the 
 the plans' target of below 0.5 % a year. Per commune unit and for the whole unit asked for.
 People are counted in the unit that supervises them now (a transfer moves their past too).
 
-The quarterly report adds, for PC10, the quarter's movements and the overdue casework
-deadlines of each commune.
+The quarterly report adds, for PC10, the quarter's movements (people who entered and left
+supervision) and the casework deadlines overdue today, per commune.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from api.casework.common import (
     today,
 )
 from api.casework.deadlines import case_items
+from api.casework.judgments import movements
 from api.deps import Caller, Conn, Ctx, audit
 
 router = APIRouter(prefix="/api/v1", tags=["casework"])
@@ -117,11 +118,16 @@ def quarterly(ctx: Ctx, caller: Caller, conn: Conn,
     for i in case_items(conn, ctx, units, today(ctx.now(), tz)):
         if i["overdue"]:
             overdue[i["unit"]] = overdue.get(i["unit"], 0) + 1
+    first, last = period_days(quarter)
+    moved = movements(conn, units, first, last)
     for r in report["units"]:
         r["deadlines_overdue"] = overdue.get(r["unit"], 0)
-    report["total"]["deadlines_overdue"] = sum(overdue.values())
+        r["entered"] = sum(m["unit"] == r["unit"] for m in moved["entered"])
+        r["left"] = sum(m["unit"] == r["unit"] for m in moved["left"])
+    for key in ("deadlines_overdue", "entered", "left"):
+        report["total"][key] = sum(r[key] for r in report["units"])
     audit(conn, ctx, caller, "report.quarterly", unit, {"quarter": quarter})
-    cols = [*_COLS, "deadlines_overdue"]
+    cols = [*_COLS, "entered", "left", "deadlines_overdue"]
     rows = [[r[c] for c in cols] for r in (*report["units"], report["total"])]
     if format == "csv":
         return csv_response(cols, rows, f"bao-cao-quy-{unit}-{quarter}.csv")

@@ -356,6 +356,11 @@ def test_yearly_violation_rate_on_a_synthetic_year(cw):
                                        "format": "csv"}, headers=api.auth("tinh.t"))
     rows = {r["unit"]: r for r in csv.DictReader(io.StringIO(quarterly.text.lstrip("\ufeff")))}
     assert rows[unit]["violation_records"] == "1" and rows[unit]["supervised"] == "250"
+    assert (rows[unit]["entered"], rows[unit]["left"]) == ("0", "0")  # none began in Q2
+    first_q = api.client.get("/api/v1/casework/reports/quarterly",
+                             params={"unit": unit, "quarter": "2027-Q1"},
+                             headers=api.auth("tinh.t")).json()
+    assert first_q["total"]["entered"] == 125  # the half whose sentence began on 1 March
 
 
 def test_only_a_commune_officer_can_be_chief(cw):
