@@ -480,7 +480,7 @@ async function loadHistory(id) {
     if (!state.alerts.has(id) && data && data.alert) state.alerts.set(id, data.alert);
     if (data && data.alert && data.alert.citation) {  // the law behind the rule (issue 13)
       state.citations.set(id, data.alert.citation);
-      if (state.alerts.has(id)) renderSummary(state.alerts.get(id));
+      if (state.alerts.has(id) && $('detail-summary')) renderSummary(state.alerts.get(id));
     }
   } catch (e) {
     if (id === state.selectedId && e.status !== 401) state.history = null;

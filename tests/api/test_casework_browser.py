@@ -1,6 +1,7 @@
 """Casework in the dashboard (issue 13), in a real headless Chromium against the real API: the
 commune chief signs in, records an in-person check-in for a supervisee, confirms the proposed
-monthly classification and signs the month's list, all in Vietnamese."""
+monthly classification and signs the month's list, all in Vietnamese; an alert's detail names
+the law behind its rule."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from tests.api.test_dashboard_browser import (  # noqa: F401 (fixtures used by n
     PASSWORD,
     SUPERVISEE,
     Screens,
+    Seed,
     browser,
+    open_exit_alert,
     seed_registry,
     serve_api,
 )
@@ -27,18 +30,23 @@ CHIEF = "truong.t0101"
 
 
 @pytest.fixture
-def casework_api(db_url: str, tmp_path: Path) -> Iterator[str]:
+def seed(db_url: str) -> Seed:
     with connect(db_url) as conn:
-        seed_registry(conn)
+        seeded = seed_registry(conn)
         create_officer(conn, CHIEF, PASSWORD, "commune", COMMUNE, display_name="Trưởng CAX",
                        chief=True)
         conn.commit()
+    return seeded
+
+
+@pytest.fixture
+def casework_api(db_url: str, seed: Seed, tmp_path: Path) -> Iterator[str]:
     with serve_api(db_url, tmp_path) as url:
         yield url
 
 
 def test_an_officer_records_a_checkin_and_signs_the_month_in_vietnamese(
-        browser, casework_api: str, db_url: str, tmp_path: Path):  # noqa: F811
+        browser, casework_api: str, db_url: str, seed: Seed, tmp_path: Path):  # noqa: F811
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
@@ -91,6 +99,16 @@ def test_an_officer_records_a_checkin_and_signs_the_month_in_vietnamese(
     wait.until(lambda _: f"Đã ký: {CHIEF}" in text("#cw-signed"))
     assert d.find_element(By.ID, f"cw-class-{SUPERVISEE}").get_attribute("disabled")
     screens.shot("casework-02-signed-vi")
+
+    # --- an alert's detail names the law behind its rule ---
+    open_exit_alert(db_url, seed)
+    with connect(db_url) as conn:
+        alert_id = conn.execute("SELECT id FROM alerts WHERE type = 'zone_exit'").fetchone()[0]
+    d.get(f"{casework_api}/#/alerts/{alert_id}")
+    wait.until(lambda _: "Căn cứ pháp lý" in text("#detail-summary"))
+    assert "41/2019/QH14" in text("#detail-summary")
+    assert "chưa kiểm chứng" in text("#detail-summary")
+    screens.shot("casework-03-alert-law-vi")
 
     with connect(db_url) as conn:
         actions = [r[0] for r in conn.execute(
