@@ -9,17 +9,21 @@ import io
 import re
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import psycopg
 from fastapi import HTTPException
 from fastapi.responses import HTMLResponse, Response
+from pydantic import Field
 
 from api.routes.reports import month_bounds
 from api.scope import Scope
 
 MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
+# Local dates accepted from officers: 1970 to 9998, so that the working-day and month
+# arithmetic around them stays within Python's and PostgreSQL's calendars.
+Day = Annotated[date, Field(ge=date(1970, 1, 1), le=date(9998, 12, 31))]
 PERIOD = r"^\d{4}(-Q[1-4])?$"
 
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from api.casework.assessments import due_on as assessment_due
 from api.casework.calendar import Calendar, vietnam
-from api.casework.common import csv_response, next_month, scoped_units, today
+from api.casework.common import Day, csv_response, next_month, scoped_units, today
 from api.deps import ApiContext, Caller, Conn, Ctx, audit
 from api.registry import SuperviseeId, supervisee
 from api.wire import to_ms
@@ -36,10 +36,10 @@ router = APIRouter(prefix="/api/v1", tags=["casework"])
 class CaseFileIn(BaseModel):
     """The dates of a case file (local dates)."""
 
-    received_on: date
+    received_on: Day
     officer: str | None = Field(None, max_length=64)
-    officer_assigned_on: date | None = None
-    plan_issued_on: date | None = None
+    officer_assigned_on: Day | None = None
+    plan_issued_on: Day | None = None
 
     @model_validator(mode="after")
     def _order(self) -> CaseFileIn:
@@ -51,7 +51,7 @@ class CaseFileIn(BaseModel):
 
 
 class ReviewIn(BaseModel):
-    held_on: date
+    held_on: Day
     note: str | None = Field(None, max_length=2000)
 
 
@@ -129,7 +129,8 @@ def _assessment_items(conn: psycopg.Connection, ctx: ApiContext, units: list[str
 @router.get("/casework/deadlines", responses={403: {"description": "unit outside your scope"}})
 def deadlines(ctx: Ctx, caller: Caller, conn: Conn,
               unit: Annotated[str | None, Query(max_length=64)] = None,
-              on: Annotated[date | None, Query(description="the day to judge by (local); "
+              on: Annotated[date | None, Query(ge=date(1970, 4, 1), le=date(9998, 12, 31),
+                                               description="the day to judge by (local); "
                                                            "default today")] = None,
               overdue_only: bool = False,
               format: Literal["json", "csv"] = "json") -> Any:

@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from api.casework.common import (
     MONTH,
+    Day,
     csv_response,
     html_page,
     html_table,
@@ -52,12 +53,12 @@ MAX_CSV = 2_000_000  # characters: a province's list is a few thousand rows
 
 class JudgmentIn(BaseModel):
     number: str = Field(min_length=1, max_length=100)
-    issued_on: date
+    issued_on: Day
     court: str = Field(min_length=1, max_length=300)
     sentence_type: SentenceType
     term_months: int | None = Field(None, ge=0, le=1200)
-    start_on: date
-    end_on: date
+    start_on: Day
+    end_on: Day
 
     @model_validator(mode="after")
     def _order(self) -> JudgmentIn:
@@ -70,8 +71,8 @@ class ChangeIn(BaseModel):
     """``end_reduced`` needs ``new_end_on``; ``residence_transferred`` needs ``to_unit``."""
 
     kind: Literal["end_reduced", "residence_transferred", "revoked"]
-    effective_on: date
-    new_end_on: date | None = None
+    effective_on: Day
+    new_end_on: Day | None = None
     to_unit: str | None = Field(None, max_length=64)
     note: str | None = Field(None, max_length=2000)
 

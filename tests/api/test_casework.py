@@ -393,6 +393,20 @@ def test_a_units_station_is_validated_and_shown(cw):
                           headers=admin).status_code == 200
 
 
+@pytest.mark.parametrize("method,url,kw", [
+    ("get", "/api/v1/casework/deadlines", {"params": {"on": "0001-01-15"}}),
+    ("put", f"/api/v1/supervisees/{SV_A}/case-file", {"json": {"received_on": "9999-12-31"}}),
+    ("put", f"/api/v1/supervisees/{SV_A}/judgment", {"json": {
+        "number": "1", "issued_on": "0001-01-01", "court": "x", "sentence_type": "an_treo",
+        "start_on": "2025-01-01", "end_on": "2026-01-01"}}),
+    ("get", "/api/v1/casework/reports/violation-rate", {"params": {"period": "0001"}}),
+    ("get", "/api/v1/casework/assessments", {"params": {"month": "9999-12"}}),
+])
+def test_dates_out_of_the_calendar_are_refused_not_errors(cw, method, url, kw):
+    r = getattr(cw.client, method)(url, headers=cw.auth("xa.a"), **kw)
+    assert r.status_code == 422, r.text
+
+
 SUPERVISEE_ENDPOINTS = [
     ("get", f"/api/v1/supervisees/{SV_A}/rollcall?month=2026-08", None),
     ("post", f"/api/v1/supervisees/{SV_A}/checkins", {}),
