@@ -137,10 +137,19 @@ def unit_list(ctx: ApiContext, conn: psycopg.Connection, unit: str, units: list[
              "proposed": propose(bases[sid]), **stored.get(sid, {"classification": None})}
             for sid, name, u in people]
     due = due_on(ctx, first)
-    signature = _signature(conn, unit, first)
-    late = bool(due and signature is None and today(ctx.now(), tz) > due)
+    past_due = bool(due and today(ctx.now(), tz) > due)
+    lists = {}  # the commune units with people to assess: each one's list is signed apart
+    for u in sorted({r["unit"] for r in rows} | {unit}):
+        sig = _signature(conn, u, first)
+        lists[u] = {"signed": sig, "overdue": past_due and sig is None}
+    for r in rows:
+        r["signed_by"] = (lists[r["unit"]]["signed"] or {}).get("signed_by")
     return {"unit": unit, "month": month, "due_on": due and due.isoformat(),
-            "signed": signature, "overdue": late,
+            "signed": lists[unit]["signed"],
+            "overdue": past_due and lists[unit]["signed"] is None and any(
+                r["unit"] == unit for r in rows),
+            "units": [{"unit": u, **v} for u, v in lists.items()
+                      if any(r["unit"] == u for r in rows)],
             "people": rows}
 
 
@@ -226,17 +235,18 @@ def export(ctx: Ctx, caller: Caller, conn: Conn,
     """The unit's list for the province: CSV, or a printable page (bảng xếp loại)."""
     unit, units = scoped_units(conn, caller, unit)
     listing = unit_list(ctx, conn, unit, units, month)
-    signed = listing["signed"]
     rows = [[p["unit"], month, p["supervisee_id"], p["name"], p["proposed"],
              p["classification"], LABELS.get(p["classification"] or "", ""), p.get("reason"),
              p.get("confirmed_by"), p["basis"]["violation_records"],
              p["basis"]["missed_checkins"], p["basis"]["unresolved_alerts"],
-             signed and signed["signed_by"]] for p in listing["people"]]
+             p["signed_by"]] for p in listing["people"]]
     audit(conn, ctx, caller, "assessment.export", unit, {"month": month, "format": format})
     if format == "csv":
         return csv_response(_HEADER, rows, f"xep-loai-{unit}-{month}.csv")
-    sign_line = (f"Trưởng Công an xã đã ký: {signed['signed_by']}" if signed
-                 else "CHƯA KÝ (not signed)")
+    sign_line = "; ".join(
+        f"{u['unit']}: " + (f"Trưởng Công an xã đã ký {u['signed']['signed_by']}"
+                            if u["signed"] else "CHƯA KÝ (not signed)")
+        for u in listing["units"])
     return html_page(f"Bảng đánh giá, xếp loại người chấp hành án tháng {month}",
                      {"Đơn vị": unit, "Tháng": month, "Hạn nộp": listing["due_on"] or "",
                       "Số người": len(rows)},

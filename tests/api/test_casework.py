@@ -194,6 +194,16 @@ def test_monthly_assessment_proposed_changed_signed_exported(cw):
                            headers=api.auth("tinh.t")).json()
     late = {(i["unit"], i["month"]) for i in queue["items"] if i["step"] == "assessment"}
     assert (COMMUNE_B, "2026-08") in late and (COMMUNE_A, "2026-08") not in late
+    province = api.client.get("/api/v1/casework/assessments",
+                              params={"month": "2026-08", "unit": PROVINCE},
+                              headers=api.auth("tinh.t")).json()
+    lists = {u["unit"]: (bool(u["signed"]), u["overdue"]) for u in province["units"]}
+    assert lists == {COMMUNE_A: (True, False), COMMUNE_B: (False, True)}
+    page = api.client.get("/api/v1/casework/assessments/export",
+                          params={"month": "2026-08", "unit": PROVINCE, "format": "html"},
+                          headers=api.auth("tinh.t")).text
+    assert f"{COMMUNE_A}: Trưởng Công an xã đã ký {CHIEF}" in page
+    assert f"{COMMUNE_B}: CHƯA KÝ" in page
 
 
 def test_case_deadlines_across_a_holiday(cw):
