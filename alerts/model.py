@@ -23,8 +23,9 @@ DEVICE_TYPES = (
     "battery_critical",
     "gnss_jamming",
 )
-# The supervision itself: the sentence ended (remove the device).
-CASE_TYPES = ("monitoring_ended",)
+# The supervision itself: the sentence ended (remove the device); a roll-call window closed
+# without a check-in (alerts.rollcall).
+CASE_TYPES = ("monitoring_ended", "checkin_missed")
 ALERT_TYPES = ZONE_TYPES + DEVICE_TYPES + CASE_TYPES
 SEVERITIES = ("critical", "high", "medium", "low")
 STATUSES = ("open", "acknowledged", "resolved")
@@ -45,6 +46,7 @@ DEFAULT_SEVERITY = {
     "curfew": "medium",
     "permit_overrun": "medium",
     "monitoring_ended": "medium",
+    "checkin_missed": "medium",
 }
 _RANK = {s: i for i, s in enumerate(reversed(SEVERITIES))}  # low 0 .. critical 3
 

@@ -1,5 +1,6 @@
 """Heartbeats and device events of a stored batch, through the rules (one transaction).
 
+A ``checkin`` event is recorded as a roll-call check-in (``alerts.rollcall``).
 Per device the messages are applied in ``ts`` order (events before a heartbeat of the same
 ``ts``: the event is the edge, the heartbeat the level). A message at or before the device's
 mark of its kind (``alert_source_marks``: the newest (ts, seq) applied) changes nothing: a stale
@@ -16,6 +17,7 @@ from typing import Any
 import psycopg
 
 from alerts.model import Change, Occurrence, dt_to_ms, ms_to_dt
+from alerts.rollcall import record_device_checkins
 from alerts.rules import apply_all
 from alerts.sources import Thresholds, field, from_event, from_heartbeat
 
@@ -40,6 +42,7 @@ def apply_device_messages(conn: psycopg.Connection, heartbeats: Sequence[Any],
     marks = _marks(conn, devices)
     occurrences, new_marks = _occurrences(heartbeats, events, owners, marks, th)
     changes = apply_all(conn, occurrences, now_ms, th.late_after_ms)
+    changes += record_device_checkins(conn, events, owners, now_ms)  # roll-call (contract §1)
     _save_marks(conn, new_marks)
     return changes
 

@@ -126,6 +126,16 @@ def _monitoring_ended(c: Mapping[str, Any]) -> tuple[str, str]:
             f"over, remove device {c['device_id']}.")
 
 
+def _checkin_missed(c: Mapping[str, Any]) -> tuple[str, str]:
+    first, last = c.get("window_first_day", "?"), c.get("window_last_day", "?")
+    kind_vi = "đột xuất" if c.get("kind") == "ad_hoc" else "định kỳ"
+    kind_en = "ad-hoc" if c.get("kind") == "ad_hoc" else "scheduled"
+    return (f"Đối tượng {c['supervisee_id']} không điểm danh, kiểm diện {kind_vi} trong thời "
+            f"hạn {first} – {last}.",
+            f"Supervisee {c['supervisee_id']} did not check in for the {kind_en} roll-call "
+            f"of {first} – {last}.")
+
+
 _BUILDERS = {
     "zone_exit": _zone_exit,
     "zone_enter": _zone_enter,
@@ -139,6 +149,7 @@ _BUILDERS = {
     "battery_critical": lambda c: _battery(c, "sắp cạn", "critically low"),
     "gnss_jamming": _jamming,
     "monitoring_ended": _monitoring_ended,
+    "checkin_missed": _checkin_missed,
 }
 
 

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from api import errors
 from api.bodylimit import BodyLimit
+from api.casework import ROUTERS as CASEWORK_ROUTERS
 from api.deps import ApiContext
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes import (
@@ -49,7 +50,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 # Order matters where paths overlap: /alerts/stream before /alerts/{alert_id}.
 ROUTERS = (ops, auth, units, officers, supervisees, permits, track, devices, positions, stream,
-           alerts, dead_letters, reports, replay)
+           alerts, dead_letters, reports, replay, *CASEWORK_ROUTERS)
 
 
 def _wall_clock() -> datetime:

@@ -24,12 +24,13 @@ class Problem(Exception):
     """A domain error raised by a route: status, message, and optional JSON path / rule."""
 
     def __init__(self, status: int, message: str, *, path: str | None = None,
-                 rule: str | None = None):
+                 rule: str | None = None, citation: dict[str, Any] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.path = path
         self.rule = rule
+        self.citation = citation  # the law behind ``rule``, when it has one
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"detail": self.message}
@@ -37,6 +38,8 @@ class Problem(Exception):
             out["path"] = self.path
         if self.rule is not None:
             out["rule"] = self.rule
+        if self.citation is not None:
+            out["citation"] = self.citation
         return out
 
 

@@ -1,7 +1,9 @@
 """Officers: the people who sign in to the API, their roles and argon2 password hashes.
 
 Roles (issue 5): ``commune`` sees its own unit only; ``province`` sees its unit and the commune
-units under it; ``admin`` sees everything and manages units, officers and devices.
+units under it; ``admin`` sees everything and manages units, officers and devices. A commune
+officer may be the unit's ``chief`` (trưởng công an xã, issue 13): a capability, not a role,
+that signs the monthly assessment; only commune officers can hold it.
 
 The functions that write run in the caller's transaction when one is open (psycopg's
 ``conn.transaction()`` is a savepoint then) and commit on their own on an idle connection.
@@ -52,13 +54,14 @@ class Officer:
     display_name: str | None = None
     active: bool = True
     password_version: int = 1  # how many times the password was set; tokens carry it
+    chief: bool = False  # the commune unit's chief: signs the monthly assessment
 
     def as_json(self) -> dict:
         return {"username": self.username, "role": self.role, "unit": self.unit,
-                "display_name": self.display_name, "active": self.active}
+                "display_name": self.display_name, "active": self.active, "chief": self.chief}
 
 
-_COLUMNS = "username, role, unit, display_name, active, password_version"
+_COLUMNS = "username, role, unit, display_name, active, password_version, chief"
 
 
 def hash_password(password: str) -> str:
@@ -66,8 +69,10 @@ def hash_password(password: str) -> str:
     return _HASHER.hash(password)
 
 
-def check_fields(username: str, password: str | None, role: str, unit: str | None) -> None:
-    """Raise OfficerError for a malformed username, short password or role/unit mismatch."""
+def check_fields(username: str, password: str | None, role: str, unit: str | None,
+                 chief: bool = False) -> None:
+    """Raise OfficerError for a malformed username, short password, role/unit mismatch or a
+    chief who is not a commune officer."""
     if not USERNAME.match(username):
         raise OfficerError("username", "must be 3-64 letters, digits, '_', '.' or '-'")
     if password is not None and len(password) < MIN_PASSWORD:
@@ -78,6 +83,8 @@ def check_fields(username: str, password: str | None, role: str, unit: str | Non
         raise OfficerError("unit", f"a {role} officer needs a unit")
     if role == "admin" and unit:
         raise OfficerError("unit", "an admin has no unit (admins see every unit)")
+    if chief and role != "commune":
+        raise OfficerError("chief", "only a commune officer can be the unit's chief")
 
 
 def _check_unit(conn: psycopg.Connection, role: str, unit: str | None) -> None:
@@ -129,17 +136,18 @@ def list_officers(conn: psycopg.Connection) -> list[Officer]:
 
 
 def create_officer(conn: psycopg.Connection, username: str, password: str, role: str,
-                   unit: str | None, *, display_name: str | None = None) -> Officer:
+                   unit: str | None, *, display_name: str | None = None,
+                   chief: bool = False) -> Officer:
     """Create an officer (argon2-hashed password); raise OfficerError for bad fields or, with
     ``conflict`` set, when the username is taken (an existing officer is never reset here)."""
-    check_fields(username, password, role, unit)
+    check_fields(username, password, role, unit, chief)
     with conn.transaction():
         _check_unit(conn, role, unit)
         row = conn.execute(
-            "INSERT INTO officers (username, password_hash, role, unit, display_name) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (username) DO NOTHING "
+            "INSERT INTO officers (username, password_hash, role, unit, display_name, chief) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (username) DO NOTHING "
             f"RETURNING {_COLUMNS}",
-            (username, hash_password(password), role, unit, display_name)).fetchone()
+            (username, hash_password(password), role, unit, display_name, chief)).fetchone()
     if row is None:
         raise OfficerError("username", f"officer {username!r} exists already", conflict=True)
     return Officer(*row)
@@ -147,8 +155,10 @@ def create_officer(conn: psycopg.Connection, username: str, password: str, role:
 
 def update_officer(conn: psycopg.Connection, username: str, *, role: str | None = None,
                    unit: str | None = None, password: str | None = None,
-                   display_name: str | None = None, active: bool | None = None) -> Officer | None:
-    """Change the given fields of an officer; None when there is no such officer."""
+                   display_name: str | None = None, active: bool | None = None,
+                   chief: bool | None = None) -> Officer | None:
+    """Change the given fields of an officer; None when there is no such officer. A chief
+    moved to another role or unit stops being chief unless ``chief`` says otherwise."""
     with conn.transaction():
         current = get_officer(conn, username)
         if current is None:
@@ -156,16 +166,19 @@ def update_officer(conn: psycopg.Connection, username: str, *, role: str | None 
         role = role or current.role
         if unit is None:  # kept, except by an officer who becomes admin (admins have none)
             unit = None if role == "admin" else current.unit
-        check_fields(username, password, role, unit)
+        if chief is None:
+            chief = current.chief and (role, unit) == (current.role, current.unit)
+        check_fields(username, password, role, unit, chief)
         _check_unit(conn, role, unit)
         _keep_an_admin(conn, current, role, active)
         row = conn.execute(
-            "UPDATE officers SET role = %s, unit = %s, "
+            "UPDATE officers SET role = %s, unit = %s, chief = %s, "
             "password_hash = coalesce(%s, password_hash), "
             "password_version = password_version + %s, "
             "display_name = coalesce(%s, display_name), active = coalesce(%s, active), "
             f"updated_at = now() WHERE username = %s RETURNING {_COLUMNS}",
-            (role, unit, hash_password(password) if password else None, int(bool(password)),
+            (role, unit, chief, hash_password(password) if password else None,
+             int(bool(password)),
              display_name, active, username)).fetchone()
     return Officer(*row)
 

@@ -3,13 +3,18 @@
 Contract §2: the policy table below comes from the 2019 Law on Criminal Judgment Execution and
 lives in `geofence/policies/*.json`; each version has an `effective_from` date and the version in
 force on a date applies. A permit that breaks the policy is refused with `PermitRefused`, whose
-`rule` names the rule broken.
+`rule` names the rule broken and whose `citation` names its source.
+
+Every rule of a policy cites its law (`Citation`: law, article, clause, effective date, verified
+or not). The version in force from 2026-07-01 (the implementing decree on community sentences,
+an unofficial copy: its citations are unverified) adds the roll-call schedule per sentence
+(`RollCall`: monthly in the first 5 days) and the casework deadlines (`Casework`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
 from importlib import resources
@@ -30,6 +35,53 @@ MS_PER_DAY = 86_400_000
 
 
 @dataclass(frozen=True)
+class Citation:
+    """The source of a rule: law, article, clause, the date it took effect, and whether the
+    citation was checked against the official text (``verified``)."""
+
+    law: str
+    article: str
+    clause: str
+    effective_from: date
+    verified: bool
+    note: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"law": self.law, "article": self.article, "clause": self.clause,
+                "effective_from": self.effective_from.isoformat(), "verified": self.verified,
+                "note": self.note}
+
+
+@dataclass(frozen=True)
+class RollCall:
+    """A scheduled roll-call (điểm danh): every month, in its first ``first_days`` local days;
+    ``ad_hoc`` when officers may also call one on demand."""
+
+    every: str
+    first_days: int
+    ad_hoc: bool
+
+
+@dataclass(frozen=True)
+class Casework:
+    """Casework deadlines of a policy version: the monthly assessment is due by day
+    ``assessment_due_day`` of the next month; ``deadlines_working_days`` per case step."""
+
+    effective_from: date
+    assessment_due_day: int
+    deadlines_working_days: dict[str, int]
+    citations: dict[str, Citation]
+
+
+# Permit-refusal rules -> the policy rule whose citation explains them.
+RULE_SOURCES = {
+    "visit_not_allowed": "visit_permit", "visit_needs_destination": "visit_permit",
+    "visit_destination": "visit_permit", "visit_max_days": "visit_permit",
+    "outside_sentence": "zones",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class SentencePolicy:
     """What a sentence type implies for zones, escalation and permits (one policy version)."""
 
@@ -46,22 +98,44 @@ class SentencePolicy:
     visit_max_days: int | None
     court_proposal_threshold: int | None  # confirmed violations before a court proposal is possible
     permit_granted_by: str
+    citations: dict[str, Citation] = field(default_factory=dict)
+    roll_call: RollCall | None = None  # None: no scheduled roll-call in this version
+
+    def citation(self, rule: str) -> Citation | None:
+        """The source of ``rule`` (a policy field or a permit-refusal rule), if cited."""
+        return self.citations.get(RULE_SOURCES.get(rule, rule))
 
 
 class PolicyTable:
     """All versions of the sentence-policy table."""
 
-    def __init__(self, versions: list[tuple[date, dict[str, SentencePolicy]]]) -> None:
+    def __init__(self, versions: list[tuple[date, dict[str, SentencePolicy]]],
+                 casework: list[Casework] | None = None) -> None:
         self._versions = sorted(versions, key=lambda v: v[0])
+        self._casework = sorted(casework or [], key=lambda c: c.effective_from)
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> PolicyTable:
         """Build from the JSON document form (see policies/sentence_policies.json)."""
-        versions = []
+        versions, casework = [], []
         for v in obj["versions"]:
             eff = date.fromisoformat(v["effective_from"])
             versions.append((eff, {k: _policy(k, eff, p) for k, p in v["sentences"].items()}))
-        return cls(versions)
+            if "casework" in v:
+                casework.append(_casework(eff, v["casework"]))
+        return cls(versions, casework)
+
+    def versions(self) -> list[tuple[date, dict[str, SentencePolicy]]]:
+        """Every version, oldest first: (effective date, sentence type -> policy)."""
+        return list(self._versions)
+
+    def casework_on(self, on: date) -> Casework | None:
+        """The casework deadlines in force on ``on`` (None before any version has them)."""
+        found = None
+        for c in self._casework:
+            if c.effective_from <= on:
+                found = c
+        return found
 
     @classmethod
     def default(cls) -> PolicyTable:
@@ -100,7 +174,30 @@ def _policy(kind: str, eff: date, p: dict[str, Any]) -> SentencePolicy:
         visit_max_days=p.get("visit_max_days"),
         court_proposal_threshold=p.get("court_proposal_threshold"),
         permit_granted_by=p["permit_granted_by"],
+        citations={r: _citation(c) for r, c in p.get("citations", {}).items()},
+        roll_call=_roll_call(p.get("roll_call")),
     )
+
+
+def _citation(c: dict[str, Any]) -> Citation:
+    return Citation(law=c["law"], article=c["article"], clause=c["clause"],
+                    effective_from=date.fromisoformat(c["effective_from"]),
+                    verified=bool(c["verified"]), note=c.get("note", ""))
+
+
+def _roll_call(r: dict[str, Any] | None) -> RollCall | None:
+    if r is None:
+        return None
+    if r.get("every") != "month" or not 1 <= int(r["first_days"]) <= 28:
+        raise ValueError(f"unsupported roll-call schedule {r!r}: monthly, first 1-28 days")
+    return RollCall("month", int(r["first_days"]), bool(r.get("ad_hoc", True)))
+
+
+def _casework(eff: date, c: dict[str, Any]) -> Casework:
+    return Casework(effective_from=eff, assessment_due_day=int(c["assessment_due_day"]),
+                    deadlines_working_days={k: int(v) for k, v in
+                                            c["deadlines_working_days"].items()},
+                    citations={r: _citation(x) for r, x in c.get("citations", {}).items()})
 
 
 @dataclass(frozen=True)
@@ -168,12 +265,14 @@ class Permit:
 
 
 class PermitRefused(Exception):
-    """A permit breaks the sentence policy; `rule` names the rule."""
+    """A permit breaks the sentence policy; `rule` names the rule, `citation` its source (None
+    for a malformed permit, which breaks no rule of law)."""
 
-    def __init__(self, rule: str, message: str) -> None:
+    def __init__(self, rule: str, message: str, citation: Citation | None = None) -> None:
         super().__init__(f"{rule}: {message}")
         self.rule = rule
         self.message = message
+        self.citation = citation
 
 
 def check_permit(
@@ -204,11 +303,14 @@ def check_permit(
         )
     local_day = datetime.fromtimestamp(start / 1000, ZoneInfo(tz)).date()
     policy = policies.for_sentence(supervisee.sentence_type, local_day)
-    if permit.category == "visit":
-        _check_visit(permit, policy, zones, end - start)
-    elif not (permit.category == "medical" and policy.medical_exempt):
-        _check_trip(policy, end - start)
-        _check_total(permit, policy, existing_permits, term_end - term_start)
+    try:
+        if permit.category == "visit":
+            _check_visit(permit, policy, zones, end - start)
+        elif not (permit.category == "medical" and policy.medical_exempt):
+            _check_trip(policy, end - start)
+            _check_total(permit, policy, existing_permits, term_end - term_start)
+    except PermitRefused as exc:
+        raise PermitRefused(exc.rule, exc.message, policy.citation(exc.rule)) from None
 
 
 def _term_ms(s: Supervisee, tz: str) -> tuple[int, int]:

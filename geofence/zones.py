@@ -430,3 +430,18 @@ def zone_columns(obj: dict[str, Any], zone: Zone) -> dict[str, Any]:
             "radius_m": circle.radius_m if circle else None,
             "schedule": [w.to_json() for w in zone.schedule] or None, "margin_m": zone.margin_m,
             "confirm_fixes": zone.confirm_fixes, "escalate_after_s": zone.escalate_after_s}
+
+
+STATION_KEYS = ("center", "radius_m", "geometry")
+
+
+def parse_station(obj: Any, path: str = "$.station") -> Zone:
+    """A unit's station zone from ``{"center": [lon, lat], "radius_m": r}`` or
+    ``{"geometry": Polygon | MultiPolygon}``; ZoneError with the JSON path when malformed."""
+    if not isinstance(obj, dict):
+        raise ZoneError(path, "expected an object with center + radius_m, or geometry")
+    unknown = sorted(set(obj) - set(STATION_KEYS))
+    if unknown:
+        raise ZoneError(f"{path}.{unknown[0]}", "unknown field; allowed: center, radius_m, "
+                                                "geometry")
+    return parse_zone({"id": "station", "kind": "inclusion", **obj}, "station", path)

@@ -1,5 +1,6 @@
 """The demo's data for ``giamsat up --demo``: what is missing of the demo registry, and an
-officer per demo unit.
+officer per demo unit (a commune's is its chief, who signs the monthly
+assessment).
 
 Every start loads the demo again, and a restart must not change what users did since: only
 records that do not exist yet are created. An existing unit, supervisee (with its zones and
@@ -56,7 +57,7 @@ def create_demo_officers(conn: psycopg.Connection, doc: dict,
         password = known.get(user) or secrets.token_urlsafe(9)
         try:
             create_officer(conn, user, password, role, unit["code"],
-                           display_name=f"Cán bộ trực {unit['name']}")
+                           display_name=f"Cán bộ trực {unit['name']}", chief=role == "commune")
         except OfficerError as exc:
             if not exc.conflict:
                 raise

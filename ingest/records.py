@@ -44,6 +44,7 @@ SOURCES: tuple[str, ...] = ("gnss", "wifi", "cell")  # fix `src`, index = column
 EVENT_TYPES: frozenset[str] = frozenset({
     "strap_open", "strap_closed", "case_open", "case_closed", "battery_low", "battery_critical",
     "power_off", "power_on", "charger_on", "charger_off", "gnss_jamming",
+    "checkin",  # the wearer reports for roll-call (alerts.rollcall places it)
 })
 
 

@@ -35,6 +35,7 @@ from geofence.zones import (
     ZoneError,
     check_kind_fits_purpose,
     parse_geometry,
+    parse_station,
     parse_zone,
     zone_columns,
 )
@@ -206,9 +207,17 @@ def _validate_units(ck: _Checker, doc: dict, plan: _Plan, all_codes: set) -> Non
             except ZoneError as exc:
                 ck.fail(exc.path, str(exc.message))
         ack = ck.positive_int(rec, "ack_within_s", path, 300)
+        station = None
+        if rec.get("station") is not None:  # where roll-call check-ins count (issue 13)
+            try:
+                parse_station(rec["station"], f"{path}.station")
+                station = rec["station"]
+            except ZoneError as exc:
+                ck.fail(exc.path, str(exc.message))
         if code and name:
             plan.units.append({"code": code, "name": name, "parent": parent,
-                               "boundary": boundary, "ack_within_s": ack})
+                               "boundary": boundary, "ack_within_s": ack,
+                               "station": station})
 
 
 def _validate_supervisees(ck: _Checker, doc: dict, plan: _Plan, units: set) -> dict[str, dict]:
@@ -388,8 +397,9 @@ def apply(conn: psycopg.Connection, plan: _Plan) -> ImportSummary:
     """Write a validated plan in the caller's transaction."""
     summary = ImportSummary()
     for u in _unit_order(plan.units):
-        summary.add("units", registry.units.upsert_unit(conn, u["code"], u["name"], u["parent"],
-                                               u["boundary"], u["ack_within_s"]))
+        summary.add("units", registry.units.upsert_unit(
+            conn, u["code"], u["name"], u["parent"], u["boundary"], u["ack_within_s"],
+            u["station"]))
     for s in plan.supervisees:
         summary.add("supervisees", registry.supervisees.upsert_supervisee(
             conn, s["id"], s["name"], s["sentence_type"], s["sentence_start"], s["sentence_end"],
@@ -444,8 +454,9 @@ def _apply_permit(conn: psycopg.Connection, p: dict) -> str:
 
 def _take_off_moving(conn: psycopg.Connection, devices: list[dict]) -> set[str]:
     """Take off their wearers the devices the document gives to someone else; their ids."""
-    worn = dict(conn.execute("SELECT id, supervisee_id FROM devices WHERE id = ANY(%s)",
-                             ([d["id"] for d in devices],)).fetchall())
+    rows = conn.execute("SELECT id, supervisee_id FROM devices WHERE id = ANY(%s)",
+                        ([d["id"] for d in devices],)).fetchall()
+    worn: dict[str, str | None] = dict(rows)
     moved = {d["id"] for d in devices
              if worn.get(d["id"]) is not None and worn[d["id"]] != d["supervisee"]}
     for device_id in sorted(moved):

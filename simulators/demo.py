@@ -297,9 +297,16 @@ def _units(
                 "parent": top["code"],
                 "boundary": to_geojson(cell),
                 "ack_within_s": 300,
+                # the commune police station, where roll-call check-ins count (issue 13)
+                "station": {"center": round_point(*_station_point(cell)), "radius_m": 150},
             }
         )
     return out
+
+
+def _station_point(cell: BaseGeometry) -> tuple[float, float]:
+    p = cell.representative_point()
+    return p.x, p.y
 
 
 def _person_name(rng: random.Random) -> str:

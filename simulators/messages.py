@@ -39,6 +39,7 @@ EVENT_TYPES = (
     "charger_on",
     "charger_off",
     "gnss_jamming",
+    "checkin",
 )
 FIX_SOURCES = ("gnss", "wifi", "cell")
 

@@ -39,15 +39,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "vn"
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """Under pytest-xdist (``bin/test`` runs workers in parallel, each with a PostgreSQL and a
-    broker of its own), the slow drills share one worker: each already loads the machine with
-    its own services and publishers, so they run one after another beside the rest."""
-    for item in items:
-        if item.get_closest_marker("slow") is not None:
-            item.add_marker(pytest.mark.xdist_group("drills"))
-
-
 def with_database(url: str, dbname: str) -> str:
     """The same server URL pointing at another database."""
     parts = urlsplit(url)

@@ -18,10 +18,11 @@ from typing import Any
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from alerts import sweeps
+from alerts import rollcall, sweeps
 from alerts.delivery.deliverer import DbOutage
 from alerts.model import Change
 from alerts.sources import Thresholds
+from geofence.policy import PolicyTable
 from schema import apply_retention, connect
 
 log = logging.getLogger("giamsat.decide")
@@ -40,12 +41,15 @@ def run_retention(conn: psycopg.Connection) -> dict[str, int]:
 
 
 def run_sweeps(conn: psycopg.Connection, now_ms: int, th: Thresholds,
-               offline: bool = True) -> list[Change]:
-    """The device sweeps (offline, gnss_lost), monitoring end, then escalation and severity
-    rise, once. ``offline=False`` skips the silence sweep (right after a start)."""
+               offline: bool = True, policies: PolicyTable | None = None) -> list[Change]:
+    """The device sweeps (offline, gnss_lost), monitoring end, missed roll-calls (by the
+    sentence ``policies``, the shipped table when None), then escalation and severity rise,
+    once. ``offline=False`` skips the silence sweep (right after a start)."""
     return ((sweeps.sweep_offline(conn, now_ms, th) if offline else [])
             + sweeps.sweep_gnss_lost(conn, now_ms, th)
             + sweeps.sweep_monitoring_ended(conn, now_ms, th)
+            + rollcall.sweep_checkin_missed(conn, now_ms, th,
+                                            policies or PolicyTable.default())
             + sweeps.sweep_severity(conn, now_ms) + sweeps.sweep_escalation(conn, now_ms))
 
 

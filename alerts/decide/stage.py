@@ -242,7 +242,7 @@ class DecideStage:
         now = self.clock_ms() if now_ms is None else now_ms
         if conn is None:
             conn = self._jobs.conn("sweeps")
-        changes = run_sweeps(conn, now, self.decider.thresholds, offline)
+        changes = run_sweeps(conn, now, self.decider.thresholds, offline, self.decider.policies)
         self._committed(changes)
         return changes
 

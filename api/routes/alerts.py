@@ -8,6 +8,7 @@ JSON of an alert is ``alerts.payload.alert_json``, the same as published on MQTT
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 import psycopg
 from fastapi import APIRouter, Body, HTTPException, Path, Query
@@ -17,7 +18,8 @@ from pydantic import BaseModel, Field
 from alerts import lifecycle
 from alerts.model import ALERT_TYPES, OUTCOMES, SEVERITIES, STATUSES, AlertError
 from alerts.payload import alert_json
-from api.deps import Caller, Conn, Ctx
+from api.casework.citations import alert_citation
+from api.deps import ApiContext, Caller, Conn, Ctx
 from api.errors import Problem
 from api.scope import Scope
 from api.wire import MAX_MS, MIN_MS, to_dt, to_ms
@@ -103,20 +105,31 @@ def list_alerts(
             "offset": offset}
 
 
+def _explained(ctx: ApiContext, conn: psycopg.Connection, row: dict[str, Any]) -> dict:
+    """The alert's JSON with ``citation``: the law behind the rule it enforces (issue 13)."""
+    found = conn.execute("SELECT sentence_type FROM supervisees WHERE id = %s",
+                         (row["supervisee_id"],)).fetchone()
+    assert ctx.policies is not None
+    on = row["opened_at"].astimezone(ZoneInfo(ctx.settings.timezone)).date()
+    return {**_json(row), "citation": alert_citation(ctx.policies, row["type"],
+                                                     found and found[0], on)}
+
+
 @router.get("/alerts/{alert_id}", responses={404: {"description": "not in your scope"}})
-def get_alert(alert_id: AlertId, caller: Caller, conn: Conn) -> dict:
-    """One alert (contract §3 JSON)."""
-    return _json(visible_alert(conn, caller, alert_id))
+def get_alert(alert_id: AlertId, ctx: Ctx, caller: Caller, conn: Conn) -> dict:
+    """One alert (contract §3 JSON), with the citation of the rule it enforces."""
+    return _explained(ctx, conn, visible_alert(conn, caller, alert_id))
 
 
 @router.get("/alerts/{alert_id}/history", responses={404: {"description": "not in your scope"}})
-def alert_history(alert_id: AlertId, caller: Caller, conn: Conn) -> dict:
+def alert_history(alert_id: AlertId, ctx: Ctx, caller: Caller, conn: Conn) -> dict:
     """The alert and its append-only history, oldest first: who, when (ms), what, note."""
     row = visible_alert(conn, caller, alert_id)
     with conn.cursor(row_factory=dict_row) as cur:
         hist = cur.execute("SELECT id, at, actor, action, note, data FROM alert_history "
                            "WHERE alert_id = %s ORDER BY id", (alert_id,)).fetchall()
-    return {"alert": _json(row), "history": [{**h, "at": to_ms(h["at"])} for h in hist]}
+    return {"alert": _explained(ctx, conn, row),
+            "history": [{**h, "at": to_ms(h["at"])} for h in hist]}
 
 
 def _lifecycle_error(exc: AlertError) -> Problem:

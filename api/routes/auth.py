@@ -25,6 +25,7 @@ class UserView(BaseModel):
     role: Literal["commune", "province", "admin"]
     unit: str | None
     display_name: str | None = None
+    chief: bool = False  # the commune unit's chief: signs the monthly assessment
 
 
 class TokenView(BaseModel):
@@ -136,7 +137,8 @@ def _token_view(ctx: Ctx, officer: Officer, auth_time: int | None) -> TokenView:
                      expires_in=max(0, int(claims.expires_at - now)),  # whole seconds, down
                      session_expires_in=max(0, ctx.tokens.session_left_s(claims)),
                      user=UserView(username=officer.username, role=officer.role,
-                                   unit=officer.unit, display_name=officer.display_name))
+                                   unit=officer.unit, display_name=officer.display_name,
+                                   chief=officer.chief))
 
 
 @router.get("/me", response_model=MeView)
@@ -145,4 +147,4 @@ def me(caller: Caller) -> MeView:
     o = caller.officer
     units = None if caller.units is None else sorted(caller.units)
     return MeView(username=o.username, role=o.role, unit=o.unit, display_name=o.display_name,
-                  units=units)
+                  chief=o.chief, units=units)

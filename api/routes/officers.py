@@ -21,6 +21,8 @@ class OfficerCreate(BaseModel):
     role: Role
     unit: str | None = Field(None, max_length=64)
     display_name: str | None = Field(None, max_length=200)
+    chief: bool = Field(False, description="the commune unit's chief (signs the monthly "
+                                           "assessment); commune officers only")
 
 
 class OfficerUpdate(BaseModel):
@@ -31,6 +33,7 @@ class OfficerUpdate(BaseModel):
     password: str | None = Field(None, min_length=8, max_length=200)
     display_name: str | None = Field(None, max_length=200)
     active: bool | None = None
+    chief: bool | None = None
 
 
 @router.get("/officers", responses={403: {"description": "admins only"}})
@@ -47,9 +50,9 @@ def post_officer(ctx: Ctx, caller: Caller, conn: Conn,
     """Create an officer account (admin); role commune|province needs a unit."""
     caller.require_admin()
     officer = create_officer(conn, body.username, body.password, body.role, body.unit,
-                             display_name=body.display_name)
+                             display_name=body.display_name, chief=body.chief)
     audit(conn, ctx, caller, "officer.create", body.username,
-          {"role": body.role, "unit": body.unit})
+          {"role": body.role, "unit": body.unit, "chief": body.chief})
     return officer.as_json()
 
 

@@ -206,8 +206,13 @@ def create_permit(sid: SuperviseeId, ctx: Ctx, caller: Caller, conn: Conn,
         check_permit(_as_permit(row, dest), who, registry.load_permits(conn, [sid]),
                      registry.load_zones(conn, [sid]), ctx.policies, ctx.settings.timezone)
     except PermitRefused as exc:
-        raise Problem(422, f"refused by the sentence policy, rule {exc.rule}: {exc.message}",
-                      rule=exc.rule) from exc
+        cite = exc.citation
+        source = "" if cite is None else (
+            f" ({cite.article} {cite.clause}, {cite.law}"
+            f"{'' if cite.verified else '; unverified / chưa kiểm chứng'})")
+        raise Problem(422, f"refused by the sentence policy, rule {exc.rule}: {exc.message}"
+                           f"{source}", rule=exc.rule,
+                      citation=None if cite is None else cite.as_json()) from exc
     except LookupError as exc:  # no policy version in force on that date
         raise Problem(422, str(exc), rule="no_policy") from exc
     new = registry.permits.grant(

@@ -12,7 +12,7 @@ import registry.units
 from api.deps import Caller, Conn, Ctx, audit
 from api.errors import Problem
 from api.scope import Scope, descendants
-from geofence.zones import ZoneError, parse_geometry
+from geofence.zones import ZoneError, parse_geometry, parse_station
 
 router = APIRouter(prefix="/api/v1", tags=["units"])
 
@@ -26,6 +26,9 @@ class UnitIn(BaseModel):
     parent: str | None = Field(None, max_length=64)
     boundary: dict[str, Any] | None = None
     ack_within_s: int = Field(300, gt=0, le=7 * 86400)
+    station: dict[str, Any] | None = Field(
+        None, description="the police station's zone, where check-ins count: "
+                          "{center: [lon, lat], radius_m} or {geometry}")
 
 
 class UnitCreate(UnitIn):
@@ -63,6 +66,8 @@ def get_unit(code: UnitCode, caller: Caller, conn: Conn) -> dict:
     if row is None or not (caller.allows(code) or code in _ancestors(conn, caller)):
         raise HTTPException(404, f"no unit {code!r} in your scope / không có đơn vị")
     out = _unit(row, row[4], True)
+    out["station"] = conn.execute("SELECT station FROM units WHERE code = %s",
+                                  (code,)).fetchone()[0]
     out["children"] = [r[0] for r in conn.execute(
         "SELECT code FROM units WHERE parent = %s ORDER BY code", (code,))
         if caller.allows(r[0])]
@@ -83,6 +88,11 @@ def _check(conn: psycopg.Connection, code: str, unit: UnitIn) -> None:
             parse_geometry(unit.boundary, "$.boundary")
         except ZoneError as exc:
             raise Problem(422, f"invalid boundary: {exc.message}", path=exc.path) from exc
+    if unit.station is not None:
+        try:
+            parse_station(unit.station)
+        except ZoneError as exc:
+            raise Problem(422, f"invalid station: {exc.message}", path=exc.path) from exc
     if unit.parent is None:
         return
     if conn.execute("SELECT 1 FROM units WHERE code = %s", (unit.parent,)).fetchone() is None:
@@ -99,11 +109,11 @@ def create_unit(ctx: Ctx, caller: Caller, conn: Conn, unit: Annotated[UnitCreate
     caller.require_admin()
     _check(conn, unit.code, unit)
     row = registry.units.create_unit(conn, unit.code, unit.name, unit.parent, unit.boundary,
-                                     unit.ack_within_s)
+                                     unit.ack_within_s, unit.station)
     if row is None:
         raise HTTPException(409, f"unit {unit.code!r} exists already / đơn vị đã tồn tại")
     audit(conn, ctx, caller, "unit.create", unit.code)
-    return _unit(row, unit.boundary, True)
+    return {**_unit(row, unit.boundary, True), "station": unit.station}
 
 
 @router.put("/units/{code}", responses={403: {"description": "admins only"}})
@@ -113,9 +123,9 @@ def update_unit(code: UnitCode, ctx: Ctx, caller: Caller, conn: Conn,
     caller.require_admin()
     _check(conn, code, unit)
     row = registry.units.update_unit(conn, code, unit.name, unit.parent, unit.boundary,
-                                     unit.ack_within_s)
+                                     unit.ack_within_s, unit.station)
     if row is None:
         raise HTTPException(404, f"no unit {code!r} / không có đơn vị")
     audit(conn, ctx, caller, "unit.update", code)
-    return _unit(row, unit.boundary, True)
+    return {**_unit(row, unit.boundary, True), "station": unit.station}
 

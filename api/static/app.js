@@ -3,6 +3,7 @@
 
 import * as api from './api.js';
 import { applyStatic, getLang, setLang, t } from './i18n.js';
+import { citationText, showCasework } from './casework.js';
 import { MapView } from './map.js';
 import { renderReport } from './report.js';
 import { renderSignins } from './signins.js';
@@ -14,7 +15,8 @@ const STATUSES = ['open', 'acknowledged', 'resolved'];
 const SEVERITIES = ['critical', 'high', 'medium', 'low'];
 const SEVERITY_RANK = { critical: 0, high: 1, medium: 2, low: 3 };
 const TYPES = ['zone_exit', 'zone_enter', 'curfew', 'permit_overrun', 'device_offline', 'gnss_lost',
-  'strap_tamper', 'case_tamper', 'battery_low', 'battery_critical', 'gnss_jamming'];
+  'strap_tamper', 'case_tamper', 'battery_low', 'battery_critical', 'gnss_jamming',
+  'checkin_missed'];
 const OUTCOMES = ['violation', 'justified', 'false_alarm'];
 const LIST_LIMIT = 200;
 const DAY_MS = 86_400_000;
@@ -45,6 +47,7 @@ const state = {
   report: null,
   signins: null,      // admins: GET /auth/failures
   timers: [],
+  citations: new Map(), // alert id -> the citation of the rule it enforces
 };
 
 // --- small UI helpers -----------------------------------------------------------------------
@@ -302,11 +305,11 @@ function rerenderAll() {
 function route() {
   if ($('app-view').hidden) return;
   const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
-  const views = ['alerts', 'map', 'report', ...(isAdmin() ? ['signins'] : [])];
+  const views = ['alerts', 'map', 'report', 'casework', ...(isAdmin() ? ['signins'] : [])];
   const view = views.includes(parts[0]) ? parts[0] : 'alerts';
   state.view = view;
   $('tab-signins').hidden = !isAdmin();
-  for (const v of ['alerts', 'map', 'report', 'signins']) {
+  for (const v of ['alerts', 'map', 'report', 'casework', 'signins']) {
     $(`view-${v}`).hidden = v !== view;
     const tab = $(`tab-${v}`);
     if (v === view) tab.setAttribute('aria-current', 'page');
@@ -317,6 +320,8 @@ function route() {
     if (id !== state.selectedId) selectAlert(id);
   } else if (view === 'map') {
     showMap();
+  } else if (view === 'casework') {
+    showCasework($('view-casework'));
   } else if (view === 'signins') {
     loadSignins();
   }
@@ -495,6 +500,10 @@ async function loadHistory(id) {
     if (id !== state.selectedId) return;
     state.history = asList(data, 'history');
     if (!state.alerts.has(id) && data && data.alert) state.alerts.set(id, data.alert);
+    if (data && data.alert && data.alert.citation) {  // the law behind the rule (issue 13)
+      state.citations.set(id, data.alert.citation);
+      if (state.alerts.has(id) && $('detail-summary')) renderSummary(state.alerts.get(id));
+    }
   } catch (e) {
     if (id === state.selectedId && e.status !== 401) state.history = null;
   }
@@ -568,6 +577,7 @@ function renderSummary(a) {
       ...field('detail.opened', `${formatDateTime(a.opened_at)} (${relativeTime(a.opened_at)})`),
       ...field('detail.updated', formatDateTime(a.updated_at)),
       ...(basis(a) ? field('detail.basis', basis(a)) : []),
+      ...(state.citations.has(a.id) ? field('detail.law', citationText(state.citations.get(a.id))) : []),
       ...(a.occurrences > 1 ? field('detail.occurrences', String(a.occurrences)) : []),
       ...(a.acknowledged_at ? field('detail.acked', `${formatDateTime(a.acknowledged_at)} · ${a.acknowledged_by || ''}`) : []),
       ...(a.resolved_at ? field('detail.resolved', `${formatDateTime(a.resolved_at)} · ${a.resolved_by || ''}`) : []),

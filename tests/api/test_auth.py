@@ -35,7 +35,7 @@ def test_login_me_and_expiry(db_url):
         body = got.json()
         assert body["token_type"] == "bearer" and body["expires_in"] == 900
         assert body["user"] == {"username": "can.bo", "role": "commune", "unit": "CAX-1",
-                                "display_name": "Cán bộ"}
+                                "display_name": "Cán bộ", "chief": False}
         h = {"Authorization": f"Bearer {body['access_token']}"}
         me = client.get("/api/v1/me", headers=h)
         assert me.status_code == 200 and me.json()["units"] == ["CAX-1"]
