@@ -87,6 +87,10 @@ class Consumer:
         client.reconnect_delay_set(1, 10)
         return client
 
+    @property
+    def description(self) -> str:
+        return f"MQTT {self.host}:{self.port} as client id {self.client._client_id.decode()}"
+
     def start(self) -> None:
         """Connect in the background (paho's thread reconnects by itself)."""
         props = Properties(PacketTypes.CONNECT)
