@@ -154,6 +154,7 @@ class BrokerAuthFiles:
     issued: dict[str, str] = field(default_factory=dict, repr=False)  # device id -> new secret
     devices: int = 0
     changed: bool = False  # a file differs from before: the broker must reload (SIGHUP)
+    definitions_file: Path | None = None  # RabbitMQ definitions (giamsat.rabbitconfig)
 
     def auth_lines(self, service_port: int | None = None) -> str:
         """Mosquitto config lines that switch authentication on (``EmbeddedMosquitto``)."""
@@ -330,12 +331,16 @@ def _issue(conn: psycopg.Connection, device_ids: Sequence[str]) -> dict[str, str
     """
     if not device_ids:
         return {}
+    from giamsat.rabbitconfig import rabbitmq_hash
+
     fresh = {d: new_device_secret() for d in device_ids}
     hashes = [mosquitto_hash(fresh[d], DEVICE_ITERATIONS) for d in device_ids]
+    rabbit = [rabbitmq_hash(fresh[d]) for d in device_ids]
     rows = conn.execute(
-        "INSERT INTO device_credentials (device_id, password_hash) "
-        "SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT (device_id) DO NOTHING "
-        "RETURNING device_id", (list(device_ids), hashes)).fetchall()
+        "INSERT INTO device_credentials (device_id, password_hash, rabbitmq_hash) "
+        "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) "
+        "ON CONFLICT (device_id) DO NOTHING RETURNING device_id",
+        (list(device_ids), hashes, rabbit)).fetchall()
     return {r[0]: fresh[r[0]] for r in rows}
 
 
@@ -366,8 +371,10 @@ def write_broker_config(conn: psycopg.Connection, out_dir: Path, service_user: s
                         secrets_dir: Path | None = None, write_secrets: bool = True,
                         rotate: Sequence[str] = (),
                         owner: tuple[int, int] | None = None,
-                        simulator: Login | None = None) -> BrokerAuthFiles:
-    """Write ``out_dir/passwd`` and ``out_dir/acl`` from the ``devices`` table.
+                        simulator: Login | None = None, shards: int = 1) -> BrokerAuthFiles:
+    """Write ``out_dir/passwd`` and ``out_dir/acl`` (Mosquitto) and ``out_dir/definitions.json``
+    (RabbitMQ users, permissions and the service's ``shards`` quorum queues,
+    ``giamsat.rabbitconfig``) from the ``devices`` table.
 
     Each device's password is its issued secret when it has one; otherwise
     ``device_password_fn(id)`` when given; otherwise a secret is issued now: its hash is stored
@@ -395,12 +402,42 @@ def write_broker_config(conn: psycopg.Connection, out_dir: Path, service_user: s
             if issued and write_secrets:
                 secrets_path = _write_secrets(Path(secrets_dir or out_dir), issued)
         rows = _device_rows(conn)
+        rabbit = dict(conn.execute("SELECT device_id, rabbitmq_hash FROM device_credentials "
+                                   "WHERE rabbitmq_hash IS NOT NULL").fetchall())
         if not conn.autocommit:
             conn.commit()
     except BaseException:
         conn.rollback()
         raise
-    return _write_files(out_dir, logins, device_password_fn, rows, issued, secrets_path, owner)
+    files = _write_files(out_dir, logins, device_password_fn, rows, issued, secrets_path, owner)
+    files.definitions_file = out_dir / "definitions.json"
+    if _write_definitions(files.definitions_file, logins, device_password_fn, rows, rabbit,
+                          shards, owner):
+        files.changed = True
+    return files
+
+
+def _write_definitions(path: Path, logins: Sequence[Login],
+                       device_password_fn: DevicePasswordFn | None,
+                       rows: Sequence[tuple[str, str | None]], rabbit: Mapping[str, str],
+                       shards: int, owner: tuple[int, int] | None) -> bool:
+    """The RabbitMQ definitions (``giamsat.rabbitconfig``) beside the Mosquitto files; True
+    when the file changed."""
+    from giamsat.rabbitconfig import definitions, hash_for, previous_hashes, render
+
+    previous = previous_hashes(path)
+    users = [(login.user, "service" if i == 0 else "simulator",
+              hash_for(login.user, login.password, previous)) for i, login in enumerate(logins)]
+    for device_id, stored in rows:
+        if device_id in rabbit:
+            users.append((device_id, "device", rabbit[device_id]))
+        elif stored is None and device_password_fn is not None:
+            users.append((device_id, "device",
+                          hash_for(device_id, device_password_fn(device_id), previous)))
+        elif stored is not None:
+            log.warning("device %s has a secret issued before RabbitMQ hashes were kept: rotate "
+                        "it (--rotate) to let it log in to RabbitMQ", device_id)
+    return _atomic_write(path, render(definitions(users, shards)), owner)
 
 
 def _write_secrets(secrets_dir: Path, issued: Mapping[str, str]) -> Path:
@@ -454,12 +491,13 @@ class EmbeddedBrokerAuth:
     device_password: DevicePasswordFn = field(repr=False)
     files: BrokerAuthFiles | None = None
     fingerprint: tuple | None = None  # of the registry, as of the last sync()
+    shards: int = 1  # the service's quorum queues (RabbitMQ definitions)
 
     def refresh(self, conn: psycopg.Connection) -> bool:
         """Rewrite the files from the registry; True when the broker must reload (SIGHUP)."""
         self.files = write_broker_config(conn, self.out_dir, self.service.user,
                                          self.service.password, self.device_password,
-                                         simulator=self.simulator)
+                                         simulator=self.simulator, shards=self.shards)
         return self.files.changed
 
     def sync(self, conn: psycopg.Connection) -> bool:
