@@ -88,6 +88,12 @@ class Login:
 
         return f"mqtt://{quote(self.user, safe='')}:{quote(self.password, safe='')}@{host}:{port}"
 
+    def amqp_url(self, host: str, port: int) -> str:
+        """``amqp://user:password@host:port/`` (the default virtual host ``/``)."""
+        from urllib.parse import quote
+
+        return f"amqp://{quote(self.user, safe='')}:{quote(self.password, safe='')}@{host}:{port}/"
+
 
 class BrokerConfigError(ValueError):
     """The registry or the arguments cannot give a safe broker configuration."""
@@ -540,6 +546,15 @@ def embedded_login_url(settings: Settings, role: str) -> str:
     auth = embedded_broker_auth(settings.data_dir, settings.mqtt_username, settings.mqtt_password)
     login = auth.service if role == "service" else auth.simulator
     return login.url("127.0.0.1", settings.embedded_mqtt_port)
+
+
+def embedded_amqp_url(settings: Settings) -> str | None:
+    """The service's AMQP URL of the embedded RabbitMQ (None for an embedded Mosquitto), for a
+    process started without ``GIAMSAT_MQTT_URL``."""
+    if settings.embedded_broker != "rabbitmq":
+        return None
+    auth = embedded_broker_auth(settings.data_dir, settings.mqtt_username, settings.mqtt_password)
+    return auth.service.amqp_url("127.0.0.1", settings.embedded_amqp_port)
 
 
 # --- giamsat broker-config ------------------------------------------------------------------

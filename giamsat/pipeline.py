@@ -57,6 +57,7 @@ log = logging.getLogger("giamsat.pipeline")
 
 _STOP = object()
 RECOVERY_CHUNK = 100_000  # fixes per recovery batch
+LEADER_LOCK = 0x6769616D73617401  # pg advisory lock key of the worker running the timed jobs
 
 # Registry fingerprint per supervisee: what the geofence needs reloading for when it changes.
 _REGISTRY_FINGERPRINTS = """
@@ -124,6 +125,7 @@ class DecideStage:
         self._job_lock = threading.Lock()
         self._job_outages: dict[str, DbOutage] = {}
         self.decided_batches = 0
+        self._leader_conn: psycopg.Connection | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -163,6 +165,15 @@ class DecideStage:
         """Queue a geofence tick: windows and permits that started or ended (permit_overrun,
         someone already out when a curfew starts)."""
         self._enqueue(_Item("tick", now_ms))
+
+    def take_over(self, shard: int) -> None:
+        """ingest's ``on_activate``: this worker just became the reader of ``shard`` (another
+        worker died, or this one started). Queued before that shard's first batch: save our
+        own states, reload every decision state from the database (the previous owner's
+        included), then decide what the shard's devices have stored since the last decided
+        batch, less ``recovery_slack_s`` (the previous owner may have stored without deciding);
+        ``decided_ms`` skips what it had decided, so nothing fires twice."""
+        self._enqueue(_Item("takeover", shard))
 
     def reload_registry(self) -> None:
         """Queue a reload of the zones and permits of supervisees whose registry rows changed."""
@@ -229,7 +240,8 @@ class DecideStage:
         (the transaction rolled back) and run it again: until it commits when the database was
         unavailable, at most three times for any other error."""
         handler = {"batch": self._decide_batch, "tick": self._tick, "reload": self._reload,
-                   "recover": self._recover, "flush": self._flush}[kind]
+                   "recover": self._recover, "flush": self._flush,
+                   "takeover": self._take_over}[kind]
         delay, bugs = 0.1, 0
         while True:
             try:
@@ -333,7 +345,27 @@ class DecideStage:
             with self.conn.transaction():
                 fence_store.save_states(self.conn, states)
 
+    def _leads(self) -> bool:
+        """With several workers, one (the holder of a PostgreSQL advisory lock on its decide
+        connection, released when that worker dies) runs the timed jobs: the ticks and the
+        sweeps. Always True with one worker."""
+        if self.shards <= 1:
+            return True
+        conn = self.conn
+        if self._leader_conn is not conn:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
+            if not (row and row[0]):
+                return False
+            self._leader_conn = conn
+            log.info("this worker now runs the timed jobs (ticks, sweeps)")
+        return True
+
     def _tick(self, now_ms: int | None) -> None:
+        if not self._leads():
+            return
+        if self.shards > 1:  # other workers decide most supervisees: their saved states
+            self._flush()
+            self._load_fence()
         now = self.clock_ms() if now_ms is None else now_ms
         transitions = self.fence.tick(now)
         states = self._states_to_save({t.supervisee_id for t in transitions})
@@ -363,21 +395,38 @@ class DecideStage:
             log.info("registry version %s: reloaded %d supervisees", version, len(changed))
         self._committed(changes)
 
-    def _recover(self, _: Any = None) -> None:
-        """Decide telemetry stored after the last decided batch (a crash, a kill)."""
+    @property
+    def shards(self) -> int:
+        return max(1, int(getattr(self.settings, "workers", 1) or 1))
+
+    def _recover(self, shard: int | None = None) -> None:
+        """Decide telemetry stored after the last decided batch (a crash, a kill): of every
+        device (``shard`` None, one worker), or of the devices one shard carries. With several
+        workers the startup recovery waits for the shards this worker is given (take_over):
+        another worker may be deciding the rest."""
         row = self.conn.execute("SELECT received_at FROM decide_progress").fetchone()
         if row is None:
             with self.conn.transaction():
                 _save_progress(self.conn, self.clock_ms(), self.clock_ms())
             return
-        since = ms_to_dt((dt_to_ms(row[0]) or 0) - int(self.recovery_slack_s * 1000))
-        heartbeats, events = _read_device_messages(self.conn, since)
+        if shard is None and self.shards > 1:
+            return
+        since = ms_to_dt(min(dt_to_ms(row[0]) or 0, self.clock_ms())
+                         - int(self.recovery_slack_s * 1000))
+        routes = None if shard is None or self.shards <= 1 else _shard_routes(self.conn, shard)
+        heartbeats, events = _read_device_messages(self.conn, since, routes)
         n_fixes = 0
-        for batch in _read_fix_batches(self.conn, since, heartbeats, events):
+        for batch in _read_fix_batches(self.conn, since, heartbeats, events, routes):
             self._decide_batch(batch)
             n_fixes += len(batch)
-        log.info("startup recovery: re-read %d fixes, %d heartbeats, %d events received since %s",
-                 n_fixes, len(heartbeats), len(events), since.isoformat())
+        log.info("recovery%s: re-read %d fixes, %d heartbeats, %d events received since %s",
+                 "" if shard is None else f" of shard {shard}", n_fixes, len(heartbeats),
+                 len(events), since.isoformat())
+
+    def _take_over(self, shard: int) -> None:
+        self._flush()
+        self._load_fence()
+        self._recover(shard)
 
     def _committed(self, changes: list[Change]) -> None:
         if self.metrics is not None:
@@ -406,6 +455,8 @@ class DecideStage:
         opts = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
 
         def sweeps_job() -> None:
+            if self._leader_conn is None and self.shards > 1:
+                return  # another worker runs them (see _leads)
             # Right after a start the broker is still handing over what devices sent while we
             # were down: do not call them offline for that.
             self._job("sweeps", lambda c: self.run_sweeps(
@@ -468,24 +519,47 @@ def _ms_sql(column: str) -> str:
     return f"(extract(epoch FROM {column}) * 1000)::int8"
 
 
-def _read_device_messages(conn: psycopg.Connection,
-                          since: datetime) -> tuple[list[Heartbeat], list[Event]]:
+Routes = dict[str, list[str]]  # kind -> the devices whose messages of that kind a shard carries
+
+
+def _shard_routes(conn: psycopg.Connection, shard: int) -> Routes:
+    routes: Routes = {"fix": [], "hb": [], "evt": []}
+    for device_id, kind in conn.execute(
+            "SELECT device_id, kind FROM ingest_routes WHERE shard = %s", (shard,)):
+        routes.setdefault(kind, []).append(device_id)
+    return routes
+
+
+def _only(routes: Routes | None, kind: str) -> tuple[str, tuple]:
+    """A ``device_id`` filter for a shard's recovery (none when every device is ours)."""
+    if routes is None:
+        return "", ()
+    return " AND device_id = ANY(%s)", (routes.get(kind, []),)
+
+
+def _read_device_messages(conn: psycopg.Connection, since: datetime, routes: Routes | None = None
+                          ) -> tuple[list[Heartbeat], list[Event]]:
+    only, args = _only(routes, "hb")
     hbs = [Heartbeat(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10])
            for r in conn.execute(
                f"""SELECT device_id, seq, {_ms_sql('ts')}, batt, chg, strap, "case", rssi, gnss,
                           fw, {_ms_sql('received_at')}
-                     FROM heartbeats WHERE received_at >= %s ORDER BY received_at""", (since,))]
+                     FROM heartbeats WHERE received_at >= %s{only} ORDER BY received_at""",
+               (since, *args))]
+    only, args = _only(routes, "evt")
     evts = [Event(r[0], r[1], r[2], r[3], r[4], r[5]) for r in conn.execute(
         f"""SELECT device_id, seq, {_ms_sql('ts')}, type, detail, {_ms_sql('received_at')}
-              FROM device_events WHERE received_at >= %s ORDER BY received_at""", (since,))]
+              FROM device_events WHERE received_at >= %s{only} ORDER BY received_at""",
+        (since, *args))]
     return hbs, evts
 
 
 def _read_fix_batches(conn: psycopg.Connection, since: datetime, heartbeats: list[Heartbeat],
-                      events: list[Event]):
+                      events: list[Event], routes: Routes | None = None):
     """Stored fixes received since ``since`` as StoredBatches of ``RECOVERY_CHUNK`` fixes (the
     device messages ride with the first), in receipt order."""
     owners = dict(conn.execute("SELECT id, supervisee_id FROM devices").fetchall())
+    only, args = _only(routes, "fix")
     after: tuple = (since, "", 0, 0)
     first = True
     while True:
@@ -493,8 +567,10 @@ def _read_fix_batches(conn: psycopg.Connection, since: datetime, heartbeats: lis
             f"""SELECT received_at, device_id, seq, {_ms_sql('ts')}, lat, lon, acc, supervisee_id
                   FROM fixes
                  WHERE received_at >= %s AND (received_at, device_id, seq, ts) > (%s, %s, %s, %s)
+                       {only}
                  ORDER BY received_at, device_id, seq, ts LIMIT %s""",
-            (since, after[0], after[1], after[2], ms_to_dt(after[3]), RECOVERY_CHUNK)).fetchall()
+            (since, after[0], after[1], after[2], ms_to_dt(after[3]), *args,
+             RECOVERY_CHUNK)).fetchall()
         if not rows and not first:
             return
         yield _batch(rows, heartbeats if first else [], events if first else [], owners, since)
@@ -581,7 +657,7 @@ class AlertPipeline:
 
     def __init__(self, settings: Any, db_url: str, mqtt_url: str, *, registry: Any = None,
                  clock_ms: Callable[[], int] = wall_ms, client_id: str | None = None,
-                 **stage_kwargs: Any) -> None:
+                 amqp_url: str | None = None, **stage_kwargs: Any) -> None:
         from ingest.service import IngestService
 
         self.metrics = AlertMetrics(registry)
@@ -594,7 +670,8 @@ class AlertPipeline:
         self.stage = DecideStage(db_url, settings, clock_ms=clock_ms, metrics=self.metrics,
                                  deliverer=self.deliverer, **stage_kwargs)
         self.ingest = IngestService(settings, db_url, mqtt_url, registry=registry,
-                                    on_stored=self.stage.on_stored)
+                                    on_stored=self.stage.on_stored, amqp_url=amqp_url,
+                                    on_activate=self.stage.take_over)
 
     def start(self) -> None:
         self.deliverer.start()

@@ -382,10 +382,18 @@ class EmbeddedRabbitMQ:
             RABBITMQ_LOG_BASE=str(self.data_dir / "log"),
             RABBITMQ_PID_FILE=str(self.data_dir / "rabbitmq.pid"),
             RABBITMQ_NODE_IP_ADDRESS="127.0.0.1", RABBITMQ_NODE_PORT=str(self.amqp_port),
-            RABBITMQ_DIST_PORT=str(self.dist_port or self.amqp_port + 20000),
+            RABBITMQ_DIST_PORT=str(self._dist_port()),
             ERL_EPMD_ADDRESS="127.0.0.1",
             ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}")
         return env
+
+    def _dist_port(self) -> int:
+        """The Erlang distribution port: RabbitMQ's default (AMQP + 20000) when usable."""
+        if self.dist_port is None:
+            default = self.amqp_port + 20000
+            self.dist_port = default if default <= 65535 and port_is_free(default) \
+                else free_port()
+        return self.dist_port
 
     def write_config(self) -> None:
         home = self.data_dir / "home"

@@ -89,6 +89,16 @@ def declare_topology(channel: BlockingChannel, shards: int) -> None:
         channel.exchange_bind(destination=EXCHANGE, source=SOURCE_EXCHANGE, routing_key=key)
 
 
+def route_of(topic: str) -> tuple[str, str] | None:
+    """(device id, kind) of a device topic (MQTT form), OwnTracks as kind ``fix``."""
+    parts = topic.split("/")
+    if len(parts) == 5 and parts[:3] == ["em", "v1", "dev"]:
+        return parts[3], parts[4]
+    if len(parts) == 3 and parts[0] == "owntracks":
+        return f"{parts[1]}-{parts[2]}", "fix"
+    return None
+
+
 def mqtt_topic(routing_key: str) -> str:
     """The device's MQTT topic back from the routing key (device ids hold no '.' or '/')."""
     return routing_key.replace(".", "/")
@@ -135,6 +145,7 @@ class AmqpConsumer:
         self.queue: queue.Queue[Item] = queue.Queue(maxsize=queue_max)
         self.connected = threading.Event()  # connected and consuming (active or standby)
         self.active: set[int] = set()  # shards whose messages this connection has received
+        self.routes: dict[str, int] = {}  # routing key -> the shard it last came from
         self._clock_ms = clock_ms
         self._on_overflow = on_overflow
         self._on_activate = on_activate
@@ -186,8 +197,7 @@ class AmqpConsumer:
         self._consume(channel, own)
         standby = [s for s in range(self.shards) if s != own]
         if standby:  # after the other workers had time to take their own shard
-            conn.call_later(self.standby_delay_s,
-                            lambda: [self._consume(channel, s) for s in standby])
+            conn.call_later(self.standby_delay_s, lambda: self._consume_all(channel, standby))
         self.connected.set()
         log.info("consuming %s", self.description)
         while not self._stop.is_set():
@@ -195,17 +205,24 @@ class AmqpConsumer:
         conn.process_data_events(time_limit=0)  # the last acks
         conn.close()
 
+    def _consume_all(self, channel: BlockingChannel, shards: Sequence[int]) -> None:
+        for shard in shards:
+            self._consume(channel, shard)
+
     def _consume(self, channel: BlockingChannel, shard: int) -> None:
         if channel.is_open:
             channel.basic_consume(queue_name(shard), self._callback(shard), auto_ack=False)
 
     def _callback(self, shard: int) -> Callable[..., None]:
         def on_message(ch: BlockingChannel, method: object, props: object, body: bytes) -> None:
+            key = method.routing_key  # type: ignore[attr-defined]
             if shard not in self.active:
                 self.active.add(shard)
                 log.info("now the active consumer of shard %d", shard)
                 self._on_activate(shard)
-            self.enqueue(method.routing_key, body, method.delivery_tag)  # type: ignore[attr-defined]
+            if self.routes.get(key) != shard:
+                self.routes[key] = shard
+            self.enqueue(key, body, method.delivery_tag)  # type: ignore[attr-defined]
         return on_message
 
     def enqueue(self, routing_key: str, payload: bytes, tag: int) -> None:

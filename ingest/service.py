@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from prometheus_client import CollectorRegistry
 
-from ingest.amqp import AmqpConsumer
+from ingest.amqp import AmqpConsumer, route_of
 from ingest.consumer import BatchOrder, Consumer, Item, Writer, wall_clock_ms
 from ingest.decode import Decoded, Limits, decode_messages
 from ingest.metrics import IngestMetrics
@@ -42,6 +42,7 @@ class _Lane:
         self.on_connect = on_connect
         self.conn: psycopg.Connection | None = None
         self.store: Store | None = None
+        self.routes: dict[str, int] = {}  # topics whose shard this connection has recorded
         self.ok = False
         self.failures = 0
         self.last_ping = 0.0
@@ -160,8 +161,12 @@ class IngestService:
         decoded = decode_messages(items, registered=snapshot, limits=self.limits)
         received_ms = min(it[2] for it in items)
         started = time.perf_counter()
+        routes = self._new_routes(lane, items)
         try:
+            if routes:  # in the batch's transaction (Store.write commits it)
+                _record_routes(store.conn, routes)
             stored = store.write(decoded, snapshot, received_ms, self._clock())
+            lane.routes.update(routes)
         except DETERMINISTIC as exc:
             log.error("the database refused a batch of %d messages (%s); storing them one by one",
                       len(items), exc)
@@ -170,6 +175,20 @@ class IngestService:
         self._count(items, decoded, stored)
         lane.ok, lane.failures = True, 0
         return stored
+
+    def _new_routes(self, lane: _Lane, items: list[Item]) -> dict[str, int]:
+        """Topics of the batch whose shard is not recorded yet (AMQP with several shards)."""
+        consumer = self.consumer
+        if not isinstance(consumer, AmqpConsumer) or consumer.shards <= 1:
+            return {}
+        routes, known = consumer.routes, lane.routes
+        new = {}
+        for it in items:
+            topic = it[0]
+            shard = routes.get(topic.replace("/", "."))
+            if shard is not None and known.get(topic) != shard:
+                new[topic] = shard
+        return new
 
     def _store_one_by_one(self, store: Store, items: list[Item],
                           snapshot: RegistrySnapshot) -> StoredBatch:
@@ -239,6 +258,18 @@ class IngestService:
             lane.ok = True
         except psycopg.Error as exc:
             self._on_error(lane, exc)
+
+
+def _record_routes(conn: psycopg.Connection, routes: dict[str, int]) -> None:
+    """Which shard carries each (device, kind): a worker taking a shard over re-decides them."""
+    rows = [(*r, shard) for topic, shard in routes.items() if (r := route_of(topic))]
+    if rows:
+        devices, kinds, shards = (list(c) for c in zip(*rows, strict=True))
+        conn.execute(
+            "INSERT INTO ingest_routes (device_id, kind, shard) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::int[]) "
+            "ON CONFLICT (device_id, kind) DO UPDATE SET shard = excluded.shard",
+            (devices, kinds, shards))
 
 
 def run_forever(settings: Any, registry: CollectorRegistry | None = None,

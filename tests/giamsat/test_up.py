@@ -40,9 +40,10 @@ def _up_env(data: Path, http: int) -> dict[str, str]:
     data.chmod(0o755)  # the embedded PostgreSQL runs unprivileged when we are root
     env = {**os.environ, "GIAMSAT_DATA_DIR": str(data / "state"),
            "GIAMSAT_EMBEDDED_MQTT_PORT": str(free_port()),
+           "GIAMSAT_EMBEDDED_AMQP_PORT": str(free_port()),
            "GIAMSAT_EMBEDDED_PG_PORT": str(free_port()), "GIAMSAT_HTTP": f"127.0.0.1:{http}",
            "GIAMSAT_WORKER_METRICS_PORT": str(free_port()), "GIAMSAT_ADMIN_PASSWORD": "s3cret-admin"}
-    for key in ("GIAMSAT_DATABASE_URL", "GIAMSAT_MQTT_URL"):
+    for key in ("GIAMSAT_DATABASE_URL", "GIAMSAT_MQTT_URL", "GIAMSAT_AMQP_URL"):
         env.pop(key, None)
     return env
 
