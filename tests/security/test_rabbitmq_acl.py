@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-import paho.mqtt.client as mqtt
 import pika
 import psycopg
 import pytest
