@@ -60,6 +60,11 @@ def is_amqp_url(url: str | None) -> bool:
     return bool(url) and urlsplit(url).scheme in ("amqp", "amqps")  # type: ignore[arg-type]
 
 
+def cluster_parameters(urls: str, heartbeat_s: int = 30) -> list[pika.URLParameters]:
+    """One or several comma-separated AMQP URLs (the nodes of a cluster, tried in order)."""
+    return [connection_parameters(u.strip(), heartbeat_s) for u in urls.split(",") if u.strip()]
+
+
 def connection_parameters(url: str, heartbeat_s: int = 30) -> pika.URLParameters:
     """pika parameters from ``amqp://user:pass@host:port/vhost`` (default vhost ``/``)."""
     params = pika.URLParameters(url)
@@ -137,7 +142,8 @@ class AmqpConsumer:
                  clock_ms: Callable[[], int] = wall_clock_ms,
                  on_overflow: Callable[[], None] = lambda: None,
                  on_activate: Callable[[int], None] = lambda shard: None) -> None:
-        self.params = connection_parameters(amqp_url)
+        self.nodes = cluster_parameters(amqp_url)
+        self.params = self.nodes[0]
         self.shards = max(1, shards)
         self.worker_index = worker_index % self.shards
         self.prefetch = max(1, min(prefetch, queue_max or prefetch, 65535))
@@ -160,8 +166,8 @@ class AmqpConsumer:
 
     @property
     def description(self) -> str:
-        return (f"AMQP {self.params.host}:{self.params.port}, shard {self.worker_index} of "
-                f"{self.shards}")
+        nodes = ",".join(f"{p.host}:{p.port}" for p in self.nodes)
+        return f"AMQP {nodes}, shard {self.worker_index} of {self.shards}"
 
     def start(self) -> None:
         """Connect in the background; the thread reconnects by itself."""
@@ -177,15 +183,15 @@ class AmqpConsumer:
                 delay = 0.5
             except (pika.exceptions.AMQPError, OSError) as exc:
                 if not self._stop.is_set():
-                    log.warning("AMQP connection to %s:%d lost or refused (%s: %s); retrying",
-                                self.params.host, self.params.port, type(exc).__name__, exc)
+                    log.warning("AMQP connection lost or refused (%s: %s); retrying",
+                                type(exc).__name__, exc)
             finally:
                 self._end_session()
             self._stop.wait(delay)
             delay = min(delay * 2, 5.0)
 
     def _session(self) -> None:
-        conn = pika.BlockingConnection(self.params)
+        conn = pika.BlockingConnection(self.nodes)  # the first node that answers
         channel = conn.channel()
         channel.basic_qos(prefetch_count=self.prefetch)
         declare_topology(channel, self.shards)
