@@ -562,7 +562,9 @@ def embedded_amqp_url(settings: Settings) -> str | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``giamsat broker-config``."""
     parser.description = (
-        "Write a Mosquitto password file (passwd) and ACL (acl) from the device registry: each "
+        "Write a Mosquitto password file (passwd) and ACL (acl), and RabbitMQ definitions "
+        "(definitions.json: users, permissions, the service's quorum queues), from the device "
+        "registry: each "
         "device may publish only under em/v1/dev/{its id}/ and read only its own cmd topic; "
         "the service user reads every device. Devices without a secret are issued one, stored "
         "only as a hash; the new secrets go to a 0600 CSV file (or standard output) once, for "
@@ -592,6 +594,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also add a load-generator user that may publish as ANY device, "
                              "password in OUT/simulator.secret (test setups only, never a fleet "
                              "in the field)")
+    parser.add_argument("--shards", type=int, default=None,
+                        help="RabbitMQ: the service's quorum queues in definitions.json "
+                             "(default: GIAMSAT_WORKERS)")
     parser.add_argument("--chown", default=None, metavar="UID[:GID]",
                         help="give passwd and acl to the broker's account, e.g. 1883:1883 for the "
                              "eclipse-mosquitto image (needs root)")
@@ -645,7 +650,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             files = write_broker_config(
                 conn, out, user, password, fn, secrets_dir=args.secrets_dir,
                 write_secrets=not args.print_device_secrets, rotate=args.rotate,
-                owner=_parse_owner(args.chown), simulator=simulator)
+                owner=_parse_owner(args.chown), simulator=simulator,
+                shards=max(1, args.shards or settings.workers))
     except (BrokerConfigError, OSError, KeyError) as exc:
         print(f"giamsat broker-config: {exc}", file=sys.stderr)
         return 1
@@ -665,4 +671,5 @@ def _report(files: BrokerAuthFiles, user: str, to_stdout: bool) -> None:
               "hashes are kept", file=err)
     if files.changed:
         print("reload the broker to apply: SIGHUP (e.g. systemctl reload mosquitto, or "
-              "docker compose kill -s HUP mosquitto)", file=err)
+              "docker compose kill -s HUP mosquitto); RabbitMQ: rabbitmqctl import_definitions "
+              f"{files.definitions_file}", file=err)
