@@ -41,6 +41,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from ingest.consumer import Item, wall_clock_ms
 
 log = logging.getLogger("giamsat.ingest")
+logging.getLogger("pika").setLevel(logging.WARNING)  # it logs every connection step at INFO
 
 EXCHANGE = "giamsat.ingest"
 SOURCE_EXCHANGE = "amq.topic"  # the MQTT plugin's exchange
