@@ -66,7 +66,7 @@ def run_one(broker: str, args: argparse.Namespace) -> str:
             time.sleep(1)
         cmd = [sys.executable, "-m", "giamsat", "loadtest", "--rate", str(args.rate),
                "--duration", str(args.duration), "--devices", str(args.devices),
-               "--publishers", str(args.publishers)]
+               "--publishers", str(args.publishers), "--connections", str(args.connections)]
         res = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
         return res.stdout + res.stderr
     finally:
@@ -98,13 +98,16 @@ def main() -> None:
     p.add_argument("--duration", type=int, default=20)
     p.add_argument("--devices", type=int, default=2000)
     p.add_argument("--publishers", type=int, default=2)
+    p.add_argument("--connections", type=int, default=16,
+                   help="MQTT connections per publisher process (many devices)")
     p.add_argument("--brokers", default="rabbitmq,mosquitto")
     p.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
     args = p.parse_args()
     results = {}
     for broker in args.brokers.split(","):
         print(f"===== {broker}: up + loadtest --rate {args.rate} --duration {args.duration} "
-              f"--devices {args.devices} --publishers {args.publishers}", flush=True)
+              f"--devices {args.devices} --publishers {args.publishers} --connections "
+              f"{args.connections}", flush=True)
         output = run_one(broker, args)
         print(output, flush=True)
         results[broker] = figures(output)
