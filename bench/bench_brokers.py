@@ -64,10 +64,15 @@ def run_one(broker: str, args: argparse.Namespace) -> str:
             if time.monotonic() > deadline or up.poll() is not None:
                 raise SystemExit(f"{broker}: the service did not get ready; see {data}/up.log")
             time.sleep(1)
-        cmd = [sys.executable, "-m", "giamsat", "loadtest", "--rate", str(args.rate),
-               "--duration", str(args.duration), "--devices", str(args.devices),
+        cmd = [sys.executable, "-m", "giamsat", "loadtest", "--devices", str(args.devices),
                "--publishers", str(args.publishers), "--connections", str(args.connections)]
-        res = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+        # a first short run registers the fleet: the worker's reload of thousands of new
+        # supervisees (and the broker's new users) must not fall in the measured run
+        subprocess.run([*cmd, "--rate", "500", "--duration", "5"], env=env, cwd=REPO,
+                       capture_output=True, text=True)
+        time.sleep(args.warmup)
+        res = subprocess.run([*cmd, "--rate", str(args.rate), "--duration", str(args.duration)],
+                             env=env, cwd=REPO, capture_output=True, text=True)
         return res.stdout + res.stderr
     finally:
         up.send_signal(signal.SIGINT)
@@ -101,6 +106,8 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=16,
                    help="MQTT connections per publisher process (many devices)")
     p.add_argument("--brokers", default="rabbitmq,mosquitto")
+    p.add_argument("--warmup", type=float, default=30.0,
+                   help="seconds between the registering run and the measured one")
     p.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
     args = p.parse_args()
     results = {}

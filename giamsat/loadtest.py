@@ -290,6 +290,8 @@ def _process_group(cmdline: str) -> str | None:
         return "postgresql"
     if "mosquitto" in cmdline.split(" ", 1)[0]:
         return "mosquitto"
+    if "beam.smp" in cmdline.split(" ", 1)[0] and "giamsat-" in cmdline:
+        return "rabbitmq"  # an embedded node (giamsat-{port}@localhost)
     if "loadtest" in cmdline or "multiprocessing" in cmdline:
         return "loadtest (publishers)"
     return None

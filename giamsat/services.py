@@ -419,7 +419,11 @@ class EmbeddedRabbitMQ:
             cluster=cluster))
 
     def start(self, timeout_s: float = 60.0) -> str:
-        """Start the node; return the MQTT URL once both listeners accept connections."""
+        """Start the node; return the MQTT URL once both listeners accept connections. Our own
+        node still running from an earlier start (its supervisor was killed -9) is used as is."""
+        if not port_is_free(self.mqtt_port) and self.data_dir.exists() and self.running():
+            log.info("embedded RabbitMQ %s is already running; using it", self.nodename)
+            return self.url
         for port, setting in ((self.mqtt_port, self.port_setting),
                               (self.amqp_port, self.amqp_port_setting)):
             if not port_is_free(port):
@@ -447,6 +451,14 @@ class EmbeddedRabbitMQ:
             raise ServiceError(f"rabbitmqctl {args[0]} failed: "
                                f"{(res.stderr or res.stdout).strip()[-500:]}")
         return res.stdout
+
+    def running(self) -> bool:
+        """True when this node (by name, in this data dir) answers."""
+        try:
+            self.ctl("ping", timeout_s=15)
+            return True
+        except (ServiceError, subprocess.TimeoutExpired, OSError):
+            return False
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
