@@ -289,6 +289,7 @@ class DecideStage:
     def _load_fence(self) -> None:
         row = self.conn.execute("SELECT now()").fetchone()
         self._fence_loaded_at = row[0] if row else datetime.now(UTC)
+        self._saved_since_load: set[str] = set()
         s = self.settings
         fence = Fence(policies=self.policies, margin_m=s.margin_m, confirm_fixes=s.confirm_fixes,
                       max_accuracy_m=s.max_accuracy_m, tz=s.timezone)
@@ -313,7 +314,7 @@ class DecideStage:
             changes = apply_all(conn, occurrences, now)
             changes += apply_device_messages(conn, batch.heartbeats, batch.events, now,
                                              self.thresholds, owners)
-            fence_store.save_states(conn, states)
+            self._save_states(conn, states)
             _save_progress(conn, batch.received_ms, now)
         self.decided_batches += 1
         if self.metrics is not None:
@@ -345,7 +346,7 @@ class DecideStage:
         states = self._drain_all()
         if states:
             with self.conn.transaction():
-                fence_store.save_states(self.conn, states)
+                self._save_states(self.conn, states)
 
     def _leads(self) -> bool:
         """With several workers, one (the holder of a PostgreSQL advisory lock on its decide
@@ -375,7 +376,7 @@ class DecideStage:
             return
         with self.conn.transaction():
             changes = apply_all(self.conn, [from_transition(t) for t in transitions], now)
-            fence_store.save_states(self.conn, states)
+            self._save_states(self.conn, states)
         self._committed(changes)
 
     def _reload(self, _: Any = None) -> None:
@@ -391,7 +392,7 @@ class DecideStage:
         transitions += self.fence.tick(now)  # new or changed zones against the last fix
         with conn.transaction():
             changes = apply_all(conn, [from_transition(t) for t in transitions], now)
-            fence_store.save_states(conn, self._drain_all())
+            self._save_states(conn, self._drain_all())
         self._fingerprints, self._registry_version = fingerprints, version
         if changed:
             log.info("registry version %s: reloaded %d supervisees", version, len(changed))
@@ -430,13 +431,18 @@ class DecideStage:
         # it when no state was saved since this worker loaded them (a worker taking its own
         # shard right after its start), by anyone. A save from a transaction that began before
         # the load but committed after it is covered by the margin.
-        changed = self.conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM geofence_state WHERE updated_at >= %s)",
-            (self._fence_loaded_at - timedelta(seconds=10),)).fetchone()
-        if changed is None or changed[0]:
+        # (A reconnect of the only worker finds only its own saves.)
+        changed = {r[0] for r in self.conn.execute(
+            "SELECT supervisee_id FROM geofence_state WHERE updated_at >= %s",
+            (self._fence_loaded_at - timedelta(seconds=10),))}
+        if changed - self._saved_since_load:
             self._flush()
             self._load_fence()
         self._recover(shard)
+
+    def _save_states(self, conn: psycopg.Connection, states: Mapping[str, bytes]) -> None:
+        fence_store.save_states(conn, states)
+        self._saved_since_load.update(states)
 
     def _committed(self, changes: list[Change]) -> None:
         if self.metrics is not None:
