@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import quote
 
 import pika
-import psycopg
 import pytest
 
 from giamsat import rabbitconfig
 from giamsat.brokerconfig import BrokerAuthFiles, write_broker_config
 from giamsat.services import EmbeddedRabbitMQ
 from ingest.amqp import connection_parameters, queue_name
+from schema import connect
+from tests.conftest import cloned_database
 from tests.security.conftest import SERVICE_PASSWORD, SERVICE_USER, register_devices
 from tests.security.mqtt_peer import Peer
 
@@ -71,21 +72,29 @@ class RabbitSecured:
         return out
 
 
-@pytest.fixture
-def secured(rabbitmq_node: EmbeddedRabbitMQ, db: psycopg.Connection, tmp_path: Path,
-            unique_id: str) -> Iterator[RabbitSecured]:
-    ids = [f"ra{unique_id}", f"rb{unique_id}", f"ot{unique_id}-phone"]
-    register_devices(db, *ids)
-    files = write_broker_config(db, tmp_path / "broker", SERVICE_USER, SERVICE_PASSWORD,
-                                write_secrets=False)
+@pytest.fixture(scope="module")
+def secured_module(rabbitmq_node: EmbeddedRabbitMQ, pg_server: str, template_db: str,
+                   tmp_path_factory) -> Iterator[RabbitSecured]:
+    """The registry's users applied once for the module (applying takes seconds)."""
+    uid = uuid.uuid4().hex[:8]
+    ids = [f"ra{uid}", f"rb{uid}", f"ot{uid}-phone"]
+    with cloned_database(pg_server, template_db) as url, connect(url) as db:
+        register_devices(db, *ids)
+        files = write_broker_config(db, tmp_path_factory.mktemp("broker"), SERVICE_USER,
+                                    SERVICE_PASSWORD, write_secrets=False)
     assert files.definitions_file is not None
     # the session's node keeps its guest user for the other tests; `giamsat up` removes it
     rabbitconfig.apply(rabbitmq_node, files.definitions_file, remove_guest=False)
-    broker = RabbitSecured(rabbitmq_node, files, {d: files.issued[d] for d in ids})
-    broker.take_queue()  # what an earlier test left
-    yield broker
-    for p in broker.peers:
+    yield RabbitSecured(rabbitmq_node, files, {d: files.issued[d] for d in ids})
+
+
+@pytest.fixture
+def secured(secured_module: RabbitSecured) -> Iterator[RabbitSecured]:
+    secured_module.take_queue()  # what an earlier test left
+    yield secured_module
+    for p in secured_module.peers:
         p.close()
+    secured_module.peers.clear()
 
 
 def test_definitions_keep_only_hashes_and_the_service_queues(secured: RabbitSecured) -> None:
