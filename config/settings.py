@@ -23,7 +23,12 @@ class Settings(BaseSettings):
         None, description="PostgreSQL URL; unset = run an embedded PostgreSQL in data_dir"
     )
     mqtt_url: str | None = Field(
-        None, description="MQTT broker URL mqtt://user:pass@host:port; unset = embedded Mosquitto"
+        None, description="MQTT broker URL mqtt://user:pass@host:port; unset = embedded "
+                          "durable broker (RabbitMQ)"
+    )
+    amqp_url: str | None = Field(
+        None, description="AMQP URL amqp://user:pass@host:port/ of a RabbitMQ whose MQTT "
+                          "plugin the devices use: ingest reads its quorum queues (set by up)"
     )
     data_dir: Path = Field(
         Path(".giamsat"),
@@ -34,6 +39,12 @@ class Settings(BaseSettings):
         1883, description="port of the embedded broker; unset and taken = a free port, printed; "
         "set and taken = an error"
     )
+    embedded_amqp_port: int = Field(
+        5673, description="AMQP port of the embedded broker; unset and taken = a free port, "
+        "printed; set and taken = an error"
+    )
+    embedded_broker: str = Field(
+        "rabbitmq", description="embedded broker: rabbitmq (durable) or mosquitto")
     embedded_pg_port: int = Field(
         55432, description="port of the embedded PostgreSQL; unset and taken = a free port, "
         "printed; set and taken = an error"
@@ -60,6 +71,11 @@ class Settings(BaseSettings):
     ingest_queue_max: int = Field(200_000, description="bound of the MQTT-callback queue, messages")
     ingest_batch_max: int = Field(5000, description="most messages per storage transaction")
     ingest_batch_wait_ms: int = Field(20, description="longest wait to fill a batch, ms")
+    amqp_prefetch: int = Field(20_000, description="unacked AMQP deliveries per worker")
+    workers: int = Field(1, description="ingest shards (AMQP): quorum queues, one active "
+                                        "worker each")
+    worker_index: int = Field(0, description="this worker's own shard (0..workers-1); it "
+                                             "stands by for the others")
     max_payload_bytes: int = Field(65536, description="largest accepted payload, bytes")
     max_future_ms: int = Field(300_000, description="how far a ts may lie in the future, ms")
     max_fix_age_days: float = Field(

@@ -26,6 +26,7 @@ from giamsat.brokerconfig import EmbeddedBrokerAuth, embedded_broker_auth
 from giamsat.services import (
     EmbeddedMosquitto,
     EmbeddedPostgres,
+    EmbeddedRabbitMQ,
     ServiceError,
     choose_port,
     explicit_setting,
@@ -172,9 +173,10 @@ class Stack:
     """Everything ``giamsat up`` started, stopped in reverse order."""
 
     pg: EmbeddedPostgres | None = None
-    mqtt: EmbeddedMosquitto | None = None
+    mqtt: EmbeddedMosquitto | EmbeddedRabbitMQ | None = None
     broker_auth: EmbeddedBrokerAuth | None = None  # the embedded broker's logins and files
     children: list[Child] = field(default_factory=list)
+    broker_restart_at: float = 0.0
 
     def stop(self) -> None:
         for child in reversed(self.children):
@@ -184,6 +186,23 @@ class Stack:
         if self.pg is not None:
             self.pg.stop()
 
+    def check_broker(self) -> None:
+        """Restart the embedded broker when it has died (a kill, a crash): devices and the
+        worker reconnect by themselves. A durable broker restarts from what it stored."""
+        broker = self.mqtt
+        if broker is None or broker.proc is None or broker.proc.poll() is None:
+            return
+        if time.monotonic() < self.broker_restart_at:
+            return
+        log.warning("the embedded broker exited with code %s; restarting it",
+                    broker.proc.returncode)
+        self.broker_restart_at = time.monotonic() + 5
+        try:
+            broker.start()
+            if isinstance(broker, EmbeddedRabbitMQ) and self.broker_auth is not None:
+                _apply_rabbitmq(broker, self.broker_auth)
+        except ServiceError as exc:
+            log.error("the embedded broker did not restart: %s", exc)
 
 UP_PID = "up.pid"
 
@@ -206,10 +225,23 @@ def _claim_data_dir(settings: Settings) -> Path:
     return path
 
 
-def _start_services(settings: Settings, stack: Stack) -> tuple[str, str, str]:
-    """Resolve (database URL, service MQTT URL, simulator MQTT URL), starting embedded services
-    where none is configured. The embedded broker admits only the logins and devices that
-    ``giamsat.brokerconfig`` writes from the registry (contract §1)."""
+
+@dataclass(frozen=True)
+class Urls:
+    """Where the service's parts connect: the database, the service's MQTT login (alerts,
+    commands; ingest too without AMQP), the simulator's MQTT login, and the service's AMQP
+    login when ingest reads the durable broker's quorum queues."""
+
+    db: str
+    mqtt: str
+    simulator: str
+    amqp: str | None = None
+
+
+def _start_services(settings: Settings, stack: Stack) -> Urls:
+    """Resolve the URLs, starting embedded services where none is configured. The embedded
+    broker admits only the logins and devices that ``giamsat.brokerconfig`` writes from the
+    registry (contract §1)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.database_url:
         db_url = settings.database_url
@@ -220,41 +252,72 @@ def _start_services(settings: Settings, stack: Stack) -> tuple[str, str, str]:
         record_port(settings.data_dir, "postgres", port)
         _announce("the embedded PostgreSQL", port, settings.embedded_pg_port)
     if settings.mqtt_url:
-        return db_url, settings.mqtt_url, settings.mqtt_url
+        return Urls(db_url, settings.mqtt_url, settings.mqtt_url, settings.amqp_url)
     auth = embedded_broker_auth(settings.data_dir, settings.mqtt_username, settings.mqtt_password)
+    auth.shards = max(1, settings.workers)
     with connect(db_url) as conn:
         migrate(conn)  # device_credentials
         auth.sync(conn)
     stack.broker_auth = auth
     port = choose_port(settings.embedded_mqtt_port, "GIAMSAT_EMBEDDED_MQTT_PORT",
                        explicit_setting(settings, "embedded_mqtt_port"), "the embedded broker")
-    stack.mqtt = EmbeddedMosquitto(settings.data_dir / "mosquitto", port,
-                                   auth_lines=auth.auth_lines())
-    stack.mqtt.start()
+    service, sim = auth.service.url("127.0.0.1", port), auth.simulator.url("127.0.0.1", port)
+    if settings.embedded_broker == "mosquitto":
+        stack.mqtt = EmbeddedMosquitto(settings.data_dir / "mosquitto", port,
+                                       auth_lines=auth.auth_lines())
+        stack.mqtt.start()
+        record_port(settings.data_dir, "mqtt", port)
+        _announce("the embedded MQTT broker", port, settings.embedded_mqtt_port)
+        return Urls(db_url, service, sim)
+    amqp_port = choose_port(settings.embedded_amqp_port, "GIAMSAT_EMBEDDED_AMQP_PORT",
+                            explicit_setting(settings, "embedded_amqp_port"),
+                            "the embedded broker's AMQP listener")
+    assert auth.files is not None and auth.files.definitions_file is not None
+    broker = EmbeddedRabbitMQ(settings.data_dir / "rabbitmq", port, amqp_port,
+                              definitions=auth.files.definitions_file)
+    stack.mqtt = broker
+    broker.start()  # its definitions (users, the service's queues) load before it listens
+    _apply_rabbitmq(broker, auth)
     record_port(settings.data_dir, "mqtt", port)
+    record_port(settings.data_dir, "amqp", broker.amqp_port)
     _announce("the embedded MQTT broker", port, settings.embedded_mqtt_port)
-    return db_url, auth.service.url("127.0.0.1", port), auth.simulator.url("127.0.0.1", port)
+    _announce("the embedded broker's AMQP listener", broker.amqp_port, settings.embedded_amqp_port)
+    return Urls(db_url, service, sim, auth.service.amqp_url("127.0.0.1", broker.amqp_port))
+
+
+def _apply_rabbitmq(broker: EmbeddedRabbitMQ, auth: EmbeddedBrokerAuth) -> None:
+    from giamsat import rabbitconfig
+
+    assert auth.files is not None and auth.files.definitions_file is not None
+    rabbitconfig.apply(broker, auth.files.definitions_file)
 
 
 def _sync_broker(stack: Stack, db_url: str) -> None:
     """After a registry change (demo import, `giamsat import`): rewrite the embedded broker's
-    password file and ACL and make it re-read them (SIGHUP)."""
+    users and permissions and apply them (Mosquitto: SIGHUP; RabbitMQ: import)."""
     if stack.broker_auth is None or stack.mqtt is None:
         return
     try:
         with connect(db_url) as conn:
             if stack.broker_auth.sync(conn):
-                stack.mqtt.reload()
+                if isinstance(stack.mqtt, EmbeddedRabbitMQ):
+                    _apply_rabbitmq(stack.mqtt, stack.broker_auth)
+                else:
+                    stack.mqtt.reload()
                 log.info("broker credentials updated from the registry")
     except psycopg.Error as exc:  # the database may be restarting: try again next round
         log.warning("broker credentials not updated: %s", exc)
+    except ServiceError as exc:  # the broker may be restarting
+        log.warning("broker credentials not applied: %s", exc)
 
 
-def _child_env(settings: Settings, db_url: str, mqtt_url: str) -> dict[str, str]:
+def _child_env(settings: Settings, urls: Urls) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(GIAMSAT_DATABASE_URL=db_url, GIAMSAT_MQTT_URL=mqtt_url,
+    env.update(GIAMSAT_DATABASE_URL=urls.db, GIAMSAT_MQTT_URL=urls.mqtt,
                GIAMSAT_SECRET_KEY=secret_key(settings),
                GIAMSAT_DATA_DIR=str(settings.data_dir.resolve()))
+    if urls.amqp:
+        env["GIAMSAT_AMQP_URL"] = urls.amqp
     return env
 
 
@@ -355,11 +418,12 @@ def run_up(settings: Settings, demo: bool = False, simulate: bool = True,
     claim: Path | None = None
     try:
         claim = _claim_data_dir(settings)
-        db_url, mqtt_url, sim_url = _start_services(settings, stack)
+        urls = _start_services(settings, stack)
+        db_url = urls.db
         demo_file = _prepare_database(settings, db_url, demo)
         _sync_broker(stack, db_url)  # the demo registry's devices
-        env = _child_env(settings, db_url, mqtt_url)
-        stack.children = _children(settings, env, demo_file, simulate, devices, sim_url)
+        env = _child_env(settings, urls)
+        stack.children = _children(settings, env, demo_file, simulate, devices, urls.simulator)
         _forget_worker_health(settings)  # a report of the last run must not count as ready
         for i, child in enumerate(stack.children):
             if child.name == "simulator":
@@ -372,6 +436,7 @@ def run_up(settings: Settings, demo: bool = False, simulate: bool = True,
               flush=True)
         next_sync = time.monotonic() + 5
         while not stopping:
+            stack.check_broker()
             for child in stack.children:
                 child.check()
             if time.monotonic() >= next_sync:

@@ -88,6 +88,12 @@ class Login:
 
         return f"mqtt://{quote(self.user, safe='')}:{quote(self.password, safe='')}@{host}:{port}"
 
+    def amqp_url(self, host: str, port: int) -> str:
+        """``amqp://user:password@host:port/`` (the default virtual host ``/``)."""
+        from urllib.parse import quote
+
+        return f"amqp://{quote(self.user, safe='')}:{quote(self.password, safe='')}@{host}:{port}/"
+
 
 class BrokerConfigError(ValueError):
     """The registry or the arguments cannot give a safe broker configuration."""
@@ -154,6 +160,7 @@ class BrokerAuthFiles:
     issued: dict[str, str] = field(default_factory=dict, repr=False)  # device id -> new secret
     devices: int = 0
     changed: bool = False  # a file differs from before: the broker must reload (SIGHUP)
+    definitions_file: Path | None = None  # RabbitMQ definitions (giamsat.rabbitconfig)
 
     def auth_lines(self, service_port: int | None = None) -> str:
         """Mosquitto config lines that switch authentication on (``EmbeddedMosquitto``)."""
@@ -330,12 +337,16 @@ def _issue(conn: psycopg.Connection, device_ids: Sequence[str]) -> dict[str, str
     """
     if not device_ids:
         return {}
+    from giamsat.rabbitconfig import rabbitmq_hash
+
     fresh = {d: new_device_secret() for d in device_ids}
     hashes = [mosquitto_hash(fresh[d], DEVICE_ITERATIONS) for d in device_ids]
+    rabbit = [rabbitmq_hash(fresh[d]) for d in device_ids]
     rows = conn.execute(
-        "INSERT INTO device_credentials (device_id, password_hash) "
-        "SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT (device_id) DO NOTHING "
-        "RETURNING device_id", (list(device_ids), hashes)).fetchall()
+        "INSERT INTO device_credentials (device_id, password_hash, rabbitmq_hash) "
+        "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) "
+        "ON CONFLICT (device_id) DO NOTHING RETURNING device_id",
+        (list(device_ids), hashes, rabbit)).fetchall()
     return {r[0]: fresh[r[0]] for r in rows}
 
 
@@ -366,8 +377,10 @@ def write_broker_config(conn: psycopg.Connection, out_dir: Path, service_user: s
                         secrets_dir: Path | None = None, write_secrets: bool = True,
                         rotate: Sequence[str] = (),
                         owner: tuple[int, int] | None = None,
-                        simulator: Login | None = None) -> BrokerAuthFiles:
-    """Write ``out_dir/passwd`` and ``out_dir/acl`` from the ``devices`` table.
+                        simulator: Login | None = None, shards: int = 1) -> BrokerAuthFiles:
+    """Write ``out_dir/passwd`` and ``out_dir/acl`` (Mosquitto) and ``out_dir/definitions.json``
+    (RabbitMQ users, permissions and the service's ``shards`` quorum queues,
+    ``giamsat.rabbitconfig``) from the ``devices`` table.
 
     Each device's password is its issued secret when it has one; otherwise
     ``device_password_fn(id)`` when given; otherwise a secret is issued now: its hash is stored
@@ -395,12 +408,42 @@ def write_broker_config(conn: psycopg.Connection, out_dir: Path, service_user: s
             if issued and write_secrets:
                 secrets_path = _write_secrets(Path(secrets_dir or out_dir), issued)
         rows = _device_rows(conn)
+        rabbit = dict(conn.execute("SELECT device_id, rabbitmq_hash FROM device_credentials "
+                                   "WHERE rabbitmq_hash IS NOT NULL").fetchall())
         if not conn.autocommit:
             conn.commit()
     except BaseException:
         conn.rollback()
         raise
-    return _write_files(out_dir, logins, device_password_fn, rows, issued, secrets_path, owner)
+    files = _write_files(out_dir, logins, device_password_fn, rows, issued, secrets_path, owner)
+    files.definitions_file = out_dir / "definitions.json"
+    if _write_definitions(files.definitions_file, logins, device_password_fn, rows, rabbit,
+                          shards, owner):
+        files.changed = True
+    return files
+
+
+def _write_definitions(path: Path, logins: Sequence[Login],
+                       device_password_fn: DevicePasswordFn | None,
+                       rows: Sequence[tuple[str, str | None]], rabbit: Mapping[str, str],
+                       shards: int, owner: tuple[int, int] | None) -> bool:
+    """The RabbitMQ definitions (``giamsat.rabbitconfig``) beside the Mosquitto files; True
+    when the file changed."""
+    from giamsat.rabbitconfig import definitions, hash_for, previous_hashes, render
+
+    previous = previous_hashes(path)
+    users = [(login.user, "service" if i == 0 else "simulator",
+              hash_for(login.user, login.password, previous)) for i, login in enumerate(logins)]
+    for device_id, stored in rows:
+        if device_id in rabbit:
+            users.append((device_id, "device", rabbit[device_id]))
+        elif stored is None and device_password_fn is not None:
+            users.append((device_id, "device",
+                          hash_for(device_id, device_password_fn(device_id), previous)))
+        elif stored is not None:
+            log.warning("device %s has a secret issued before RabbitMQ hashes were kept: rotate "
+                        "it (--rotate) to let it log in to RabbitMQ", device_id)
+    return _atomic_write(path, render(definitions(users, shards)), owner)
 
 
 def _write_secrets(secrets_dir: Path, issued: Mapping[str, str]) -> Path:
@@ -454,12 +497,13 @@ class EmbeddedBrokerAuth:
     device_password: DevicePasswordFn = field(repr=False)
     files: BrokerAuthFiles | None = None
     fingerprint: tuple | None = None  # of the registry, as of the last sync()
+    shards: int = 1  # the service's quorum queues (RabbitMQ definitions)
 
     def refresh(self, conn: psycopg.Connection) -> bool:
         """Rewrite the files from the registry; True when the broker must reload (SIGHUP)."""
         self.files = write_broker_config(conn, self.out_dir, self.service.user,
                                          self.service.password, self.device_password,
-                                         simulator=self.simulator)
+                                         simulator=self.simulator, shards=self.shards)
         return self.files.changed
 
     def sync(self, conn: psycopg.Connection) -> bool:
@@ -507,12 +551,23 @@ def embedded_login_url(settings: Settings, role: str) -> str:
     return login.url("127.0.0.1", embedded_port(settings, "mqtt", "embedded_mqtt_port"))
 
 
+def embedded_amqp_url(settings: Settings) -> str | None:
+    """The service's AMQP URL of the embedded RabbitMQ (None for an embedded Mosquitto), for a
+    process started without ``GIAMSAT_MQTT_URL``."""
+    if settings.embedded_broker != "rabbitmq":
+        return None
+    auth = embedded_broker_auth(settings.data_dir, settings.mqtt_username, settings.mqtt_password)
+    return auth.service.amqp_url("127.0.0.1", settings.embedded_amqp_port)
+
+
 # --- giamsat broker-config ------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``giamsat broker-config``."""
     parser.description = (
-        "Write a Mosquitto password file (passwd) and ACL (acl) from the device registry: each "
+        "Write a Mosquitto password file (passwd) and ACL (acl), and RabbitMQ definitions "
+        "(definitions.json: users, permissions, the service's quorum queues), from the device "
+        "registry: each "
         "device may publish only under em/v1/dev/{its id}/ and read only its own cmd topic; "
         "the service user reads every device. Devices without a secret are issued one, stored "
         "only as a hash; the new secrets go to a 0600 CSV file (or standard output) once, for "
@@ -542,6 +597,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also add a load-generator user that may publish as ANY device, "
                              "password in OUT/simulator.secret (test setups only, never a fleet "
                              "in the field)")
+    parser.add_argument("--shards", type=int, default=None,
+                        help="RabbitMQ: the service's quorum queues in definitions.json "
+                             "(default: GIAMSAT_WORKERS)")
     parser.add_argument("--chown", default=None, metavar="UID[:GID]",
                         help="give passwd and acl to the broker's account, e.g. 1883:1883 for the "
                              "eclipse-mosquitto image (needs root)")
@@ -595,7 +653,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             files = write_broker_config(
                 conn, out, user, password, fn, secrets_dir=args.secrets_dir,
                 write_secrets=not args.print_device_secrets, rotate=args.rotate,
-                owner=_parse_owner(args.chown), simulator=simulator)
+                owner=_parse_owner(args.chown), simulator=simulator,
+                shards=max(1, args.shards or settings.workers))
     except (BrokerConfigError, OSError, KeyError) as exc:
         print(f"giamsat broker-config: {exc}", file=sys.stderr)
         return 1
@@ -615,4 +674,5 @@ def _report(files: BrokerAuthFiles, user: str, to_stdout: bool) -> None:
               "hashes are kept", file=err)
     if files.changed:
         print("reload the broker to apply: SIGHUP (e.g. systemctl reload mosquitto, or "
-              "docker compose kill -s HUP mosquitto)", file=err)
+              "docker compose kill -s HUP mosquitto); RabbitMQ: rabbitmqctl import_definitions "
+              f"{files.definitions_file}", file=err)

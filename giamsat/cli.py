@@ -177,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "GIAMSAT_* environment variables (see config/giamsat.env.example).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("up", help="run the whole service (embedded PostgreSQL/Mosquitto if no "
-                                  "URLs are set)")
+    p = sub.add_parser("up", help="run the whole service (embedded PostgreSQL and durable "
+                                  "broker if no URLs are set)")
     p.add_argument("--demo", action="store_true",
                    help="load demo units, officers, supervisees, zones and run a simulated fleet")
     p.add_argument("--no-simulator", action="store_true",
@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_optional(sub, "loadtest", "giamsat.loadtest",
                   "drive the running service and print sustained fixes/s and alert latency")
     _add_optional(sub, "broker-config", "giamsat.brokerconfig",
-                  "write a Mosquitto password file and ACL from the device registry")
+                  "write the broker's users and permissions (Mosquitto password file and ACL, "
+                  "RabbitMQ definitions) from the device registry")
     _add_optional(sub, "officer", "giamsat.officercmd",
                   "officer accounts from the machine: reset a password, enable or disable an "
                   "account, list them (the way back when no admin can sign in)")

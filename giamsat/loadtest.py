@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of devices that leave their zone, for latency (default 0.02)")
     p.add_argument("--publishers", type=int, default=2,
                    help="publisher processes (default 2)")
+    p.add_argument("--connections", type=int, default=1,
+                   help="MQTT connections per publisher process, the devices spread over them "
+                        "(default 1; a broker that confirms after a disk write needs many)")
     p.add_argument("--max-messages", type=int, default=2_000_000,
                    help="stop publishing after this many messages (default 2,000,000)")
     p.add_argument("--settle", type=float, default=60.0,
@@ -115,6 +118,7 @@ class PublisherPlan:
     max_messages: int
     violate_after: float                      # seconds from start when violators leave
     seed: int
+    connections: int = 1                      # MQTT connections the devices are spread over
 
 
 def _mqtt_client(url: str, client_id: str):
@@ -151,12 +155,14 @@ def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
 
     paho runs without its network thread here: ``publish`` writes straight to the socket and
     the loop below reads the broker's PUBACKs itself, so no second thread competes for the GIL
-    (with ``loop_start`` the publisher, not the service, was the bottleneck).
+    (with ``loop_start`` the publisher, not the service, was the bottleneck). With
+    ``plan.connections`` > 1 the devices are spread over that many MQTT connections, each with
+    its own window of unacknowledged publishes, as many devices would be: a broker that
+    confirms after a disk write serves a single connection's window at its latency.
     """
     rng = random.Random(plan.seed * 1000 + plan.index)
-    client = _mqtt_client(plan.mqtt_url, f"giamsat-loadtest-{os.getpid()}")
-    acked = [0]
-    client.on_publish = lambda c, u, mid, rc, props: acked.__setitem__(0, acked[0] + 1)
+    links = [_Link(_mqtt_client(plan.mqtt_url, f"giamsat-loadtest-{os.getpid()}-{k}"))
+             for k in range(max(1, plan.connections))]
     devices = sorted(plan.homes)
     seqs = dict.fromkeys(devices, int(time.time()))  # restarts of the test get new seq values
     sent = fixes = 0
@@ -168,13 +174,16 @@ def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
         elapsed = now - start
         if elapsed >= plan.duration:
             break
+        i = sent % len(devices)
+        link = links[i % len(links)]  # a device keeps its connection: its fixes stay in order
         if sent >= int(elapsed * plan.rate) + 1:
-            client.loop(timeout=min(0.002, max(0.0, (sent + 1) / plan.rate - elapsed)))
+            link.client.loop(timeout=min(0.002, max(0.0, (sent + 1) / plan.rate - elapsed)))
             continue
-        if sent - acked[0] >= PUBLISH_WINDOW:  # the broker is behind: read its acknowledgements
-            client.loop(timeout=0.002)
+        if link.sent - link.acked[0] >= PUBLISH_WINDOW:  # behind: read its acknowledgements
+            for other in links:
+                other.client.loop(timeout=0.002 if other is link else 0)
             continue
-        dev = devices[sent % len(devices)]
+        dev = devices[i]
         violating = dev in plan.violators and elapsed >= plan.violate_after
         lon, lat = _position(plan.homes[dev], violating)
         ts = time.time_ns() // 1_000_000
@@ -183,22 +192,37 @@ def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
             seqs[dev] += 1
             batch.append(_fix(seqs[dev], ts, lon, lat, rng))
         payload = orjson.dumps(batch[0] if plan.batch == 1 else {"fixes": batch})
-        client.publish(f"em/v1/dev/{dev}/fix", payload, qos=1)
+        link.client.publish(f"em/v1/dev/{dev}/fix", payload, qos=1)
+        link.sent += 1
         if violating:
             violating_times.setdefault(dev, []).append(time.time())
         sent += 1
         fixes += plan.batch
-        if sent % 16 == 0:
-            client.loop(timeout=0)
+        if link.sent % 16 == 0:
+            link.client.loop(timeout=0)
         if now >= next_report:
-            out.put(("progress", plan.index, sent, fixes, acked[0]))
+            out.put(("progress", plan.index, sent, fixes, sum(x.acked[0] for x in links)))
             next_report = now + 1.0
     deadline = time.monotonic() + 30
-    while acked[0] < sent and time.monotonic() < deadline:
-        client.loop(timeout=0.05)
-    client.disconnect()
+    while any(x.acked[0] < x.sent for x in links) and time.monotonic() < deadline:
+        for x in links:
+            x.client.loop(timeout=0.01)
+    for x in links:
+        x.client.disconnect()
     cpu = os.times()
-    out.put(("done", plan.index, sent, fixes, acked[0], violating_times, cpu.user + cpu.system))
+    out.put(("done", plan.index, sent, fixes, sum(x.acked[0] for x in links), violating_times,
+             cpu.user + cpu.system))
+
+
+class _Link:
+    """One publisher connection and its counts (a device keeps its connection)."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.sent = 0
+        self.acked = [0]
+        client.on_publish = lambda c, u, mid, rc, props: self.acked.__setitem__(
+            0, self.acked[0] + 1)
 
 
 # --- measuring ---------------------------------------------------------------------------------
@@ -267,6 +291,8 @@ def _process_group(cmdline: str) -> str | None:
         return "postgresql"
     if "mosquitto" in cmdline.split(" ", 1)[0]:
         return "mosquitto"
+    if "beam.smp" in cmdline.split(" ", 1)[0] and "giamsat-" in cmdline:
+        return "rabbitmq"  # an embedded node (giamsat-{port}@localhost)
     if "loadtest" in cmdline or "multiprocessing" in cmdline:
         return "loadtest (publishers)"
     return None
@@ -341,7 +367,8 @@ def _plans(args: argparse.Namespace, mqtt_url: str,
             violators=violators & set(mine), rate=args.rate / args.batch / args.publishers,
             batch=args.batch, duration=args.duration,
             max_messages=args.max_messages // args.publishers,
-            violate_after=min(5.0, args.duration / 3), seed=args.seed))
+            violate_after=min(5.0, args.duration / 3), seed=args.seed,
+            connections=args.connections))
     return plans
 
 

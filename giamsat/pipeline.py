@@ -27,7 +27,7 @@ class AlertPipeline:
 
     def __init__(self, settings: Any, db_url: str, mqtt_url: str, *, registry: Any = None,
                  clock_ms: Callable[[], int] = wall_ms, client_id: str | None = None,
-                 **stage_kwargs: Any) -> None:
+                 amqp_url: str | None = None, **stage_kwargs: Any) -> None:
         self.metrics = AlertMetrics(registry)
         cid = client_id or settings.mqtt_client_id
         self.mqtt = MqttChannel.from_url(mqtt_url, f"{cid}-alerts")
@@ -38,7 +38,8 @@ class AlertPipeline:
         self.stage = DecideStage(db_url, settings, clock_ms=clock_ms, metrics=self.metrics,
                                  deliverer=self.deliverer, **stage_kwargs)
         self.ingest = IngestService(settings, db_url, mqtt_url, registry=registry,
-                                    on_stored=self.stage.on_stored)
+                                    on_stored=self.stage.on_stored, amqp_url=amqp_url,
+                                    on_activate=self.stage.take_over)
 
     def start(self) -> None:
         self.deliverer.start()

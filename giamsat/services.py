@@ -499,3 +499,194 @@ def _stop(proc: subprocess.Popen | None, sig: int, timeout_s: float) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
+
+
+# --- RabbitMQ: the durable embedded broker ---------------------------------------------------
+
+RABBITMQ_CONF = """\
+# giamsat's embedded RabbitMQ node. Generated at start; do not edit.
+listeners.tcp.1 = 127.0.0.1:{amqp_port}
+mqtt.listeners.tcp.1 = 127.0.0.1:{mqtt_port}
+mqtt.allow_anonymous = false
+mqtt.vhost = /
+mqtt.exchange = amq.topic
+# An offline MQTT session queue (e.g. a device's commands) is never expired: the default
+# deletes it after 24 h. (The service's own queues are not MQTT sessions; see ingest/amqp.py.)
+mqtt.subscription_ttl = undefined
+mqtt.prefetch = 64
+loopback_users = none
+{definitions}
+# A full disk or memory blocks publishers (devices keep their buffer) rather than losing data.
+disk_free_limit.absolute = 100MB
+vm_memory_high_watermark.relative = 0.4
+log.console = false
+log.file.level = warning
+collect_statistics_interval = 30000
+{cluster}
+"""
+
+RABBITMQ_PLUGINS = "rabbitmq_mqtt,rabbitmq_consistent_hash_exchange"
+
+
+def find_rabbitmq() -> Path:
+    """Directory of the RabbitMQ scripts (rabbitmq-server, rabbitmqctl), or a ServiceError."""
+    for d in ("/usr/lib/rabbitmq/bin", os.path.dirname(shutil.which("rabbitmq-server") or "")):
+        if d and os.access(os.path.join(d, "rabbitmq-server"), os.X_OK) \
+                and os.path.isdir("/usr/lib/rabbitmq/lib"):
+            return Path(d)
+    raise ServiceError(
+        "rabbitmq-server not found: install Debian's package (`sudo apt-get install "
+        "rabbitmq-server`; bin/setup does it) or set GIAMSAT_MQTT_URL to use a running broker")
+
+
+class EmbeddedRabbitMQ:
+    """A private RabbitMQ node (MQTT plugin + quorum queues) with its data in ``data_dir``.
+
+    It is the embedded durable broker (contract §1, §4): a device's QoS 1 publish is PUBACKed
+    only on the publisher confirm, i.e. once the quorum queues it routes to have written it to
+    their log (fsync), so a kill -9 of the broker loses nothing it acknowledged. The node runs
+    as a child process with its own node name (``giamsat-{mqtt_port}@localhost``), directories,
+    Erlang cookie (``HOME``) and ports, next to any system RabbitMQ. ``cluster_nodes`` (node
+    names of the same form) makes it one of a cluster formed at first boot.
+    """
+
+    def __init__(self, data_dir: Path, mqtt_port: int, amqp_port: int,
+                 dist_port: int | None = None, definitions: Path | None = None,
+                 cluster_nodes: tuple[str, ...] = (), cookie: str = "giamsat-embedded-broker",
+                 port_setting: str = "GIAMSAT_EMBEDDED_MQTT_PORT",
+                 amqp_port_setting: str = "GIAMSAT_EMBEDDED_AMQP_PORT"):
+        self.data_dir = Path(data_dir).resolve()
+        self.mqtt_port = self.port = mqtt_port
+        self.amqp_port = amqp_port
+        self.dist_port = dist_port
+        self.definitions = definitions
+        self.cluster_nodes = cluster_nodes
+        self.cookie = cookie
+        self.port_setting = port_setting
+        self.amqp_port_setting = amqp_port_setting
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def nodename(self) -> str:
+        return node_name(self.mqtt_port)
+
+    @property
+    def url(self) -> str:
+        """The devices' MQTT listener."""
+        return f"mqtt://127.0.0.1:{self.mqtt_port}"
+
+    @property
+    def amqp_url(self) -> str:
+        """The service's AMQP listener (no credentials: add a login)."""
+        return f"amqp://127.0.0.1:{self.amqp_port}/"
+
+    def env(self) -> dict[str, str]:
+        """The environment of this node's scripts (server and rabbitmqctl)."""
+        home = self.data_dir / "home"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RABBITMQ_")}
+        env.update(
+            HOME=str(home), RABBITMQ_NODENAME=self.nodename,
+            RABBITMQ_CONF_ENV_FILE=str(self.data_dir / "rabbitmq-env.conf"),
+            RABBITMQ_CONFIG_FILE=str(self.data_dir / "rabbitmq.conf"),
+            RABBITMQ_ADVANCED_CONFIG_FILE=str(self.data_dir / "advanced.config"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(self.data_dir / "enabled_plugins"),
+            RABBITMQ_MNESIA_BASE=str(self.data_dir / "mnesia"),
+            RABBITMQ_LOG_BASE=str(self.data_dir / "log"),
+            RABBITMQ_PID_FILE=str(self.data_dir / "rabbitmq.pid"),
+            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1", RABBITMQ_NODE_PORT=str(self.amqp_port),
+            RABBITMQ_DIST_PORT=str(self._dist_port()),
+            ERL_EPMD_ADDRESS="127.0.0.1",
+            ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}")
+        return env
+
+    def _dist_port(self) -> int:
+        """The Erlang distribution port: RabbitMQ's default (AMQP + 20000) when usable."""
+        if self.dist_port is None:
+            default = self.amqp_port + 20000
+            self.dist_port = default if default <= 65535 and port_is_free(default) \
+                else free_port()
+        return self.dist_port
+
+    def write_config(self) -> None:
+        home = self.data_dir / "home"
+        for d in (home, self.data_dir / "mnesia", self.data_dir / "log"):
+            d.mkdir(parents=True, exist_ok=True)
+        cookie = home / ".erlang.cookie"
+        if not cookie.exists() or cookie.read_text() != self.cookie:
+            cookie.unlink(missing_ok=True)
+            cookie.write_text(self.cookie)
+        cookie.chmod(0o400)
+        (self.data_dir / "rabbitmq-env.conf").write_text("# giamsat: see rabbitmq.conf\n")
+        (self.data_dir / "advanced.config").write_text("[].\n")
+        (self.data_dir / "enabled_plugins").write_text(f"[{RABBITMQ_PLUGINS}].\n")
+        definitions = "" if self.definitions is None else \
+            f"load_definitions = {Path(self.definitions).resolve()}"
+        cluster = ""
+        if self.cluster_nodes:
+            cluster = "cluster_formation.peer_discovery_backend = classic_config\n" + "\n".join(
+                f"cluster_formation.classic_config.nodes.{i} = {n}"
+                for i, n in enumerate(self.cluster_nodes, 1))
+        (self.data_dir / "rabbitmq.conf").write_text(RABBITMQ_CONF.format(
+            amqp_port=self.amqp_port, mqtt_port=self.mqtt_port, definitions=definitions,
+            cluster=cluster))
+
+    def start(self, timeout_s: float = 60.0) -> str:
+        """Start the node; return the MQTT URL once both listeners accept connections. Our own
+        node still running from an earlier start (its supervisor was killed -9) is used as is."""
+        if not port_is_free(self.mqtt_port) and self.data_dir.exists() and self.running():
+            log.info("embedded RabbitMQ %s is already running; using it", self.nodename)
+            return self.url
+        for port, setting in ((self.mqtt_port, self.port_setting),
+                              (self.amqp_port, self.amqp_port_setting)):
+            if not port_is_free(port):
+                raise ServiceError(f"port {port} is taken: set {setting} to a free port, or "
+                                   "GIAMSAT_MQTT_URL to use a running broker")
+        bindir = find_rabbitmq()
+        self.write_config()
+        logf = open(self.data_dir / "rabbitmq-stdout.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([str(bindir / "rabbitmq-server")], env=self.env(),
+                                     stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
+                                     start_new_session=True, cwd=self.data_dir)
+        logf.close()
+        wait_for_port(self.amqp_port, timeout_s, self.proc)
+        wait_for_port(self.mqtt_port, timeout_s, self.proc)
+        log.info("embedded RabbitMQ %s: MQTT 127.0.0.1:%d, AMQP 127.0.0.1:%d (pid %d)",
+                 self.nodename, self.mqtt_port, self.amqp_port, self.proc.pid)
+        return self.url
+
+    def ctl(self, *args: str, timeout_s: float = 60.0) -> str:
+        """Run ``rabbitmqctl`` against this node; return its output (ServiceError on failure)."""
+        cmd = [str(find_rabbitmq() / "rabbitmqctl"), "-n", self.nodename, *args]
+        res = subprocess.run(cmd, env=self.env(), capture_output=True, text=True,
+                             timeout=timeout_s, cwd=self.data_dir)
+        if res.returncode != 0:
+            raise ServiceError(f"rabbitmqctl {args[0]} failed: "
+                               f"{(res.stderr or res.stdout).strip()[-500:]}")
+        return res.stdout
+
+    def running(self) -> bool:
+        """True when this node (by name, in this data dir) answers."""
+        try:
+            self.ctl("ping", timeout_s=15)
+            return True
+        except (ServiceError, subprocess.TimeoutExpired, OSError):
+            return False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """kill -9 the node (drills)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Graceful stop (SIGTERM): the node closes its queues' logs and exits."""
+        _stop(self.proc, signal.SIGTERM, timeout_s)
+        self.proc = None
+
+
+def node_name(mqtt_port: int) -> str:
+    """The Erlang node name of the embedded broker whose MQTT listener is on ``mqtt_port``."""
+    return f"giamsat-{mqtt_port}@localhost"

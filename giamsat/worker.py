@@ -27,6 +27,15 @@ def _mqtt_url(settings: Settings) -> str:
     return embedded_login_url(settings, "service")
 
 
+def _amqp_url(settings: Settings) -> str | None:
+    """AMQP ingest: the configured RabbitMQ, or the embedded one when no broker is configured."""
+    if settings.amqp_url or settings.mqtt_url:
+        return settings.amqp_url
+    from giamsat.brokerconfig import embedded_amqp_url
+
+    return embedded_amqp_url(settings)
+
+
 def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
     try:
         start_http_server(settings.worker_metrics_port, addr="127.0.0.1", registry=registry)
@@ -48,7 +57,8 @@ def run_worker(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     health = settings.data_dir / HEALTH_FILE
     with database_url(settings) as db_url:
-        pipeline = AlertPipeline(settings, db_url, _mqtt_url(settings), registry=registry)
+        pipeline = AlertPipeline(settings, db_url, _mqtt_url(settings), registry=registry,
+                                 amqp_url=_amqp_url(settings))
         pipeline.start()
         log.info("pipeline worker running")
         try:

@@ -26,6 +26,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -86,6 +87,10 @@ class Consumer:
         client.on_disconnect = self._on_disconnect
         client.reconnect_delay_set(1, 10)
         return client
+
+    @property
+    def description(self) -> str:
+        return f"MQTT {self.host}:{self.port} as client id {self.client._client_id.decode()}"
 
     def start(self) -> None:
         """Connect in the background (paho's thread reconnects by itself)."""
@@ -172,6 +177,14 @@ class Consumer:
         self.connected.clear()
 
 
+class Source(Protocol):
+    """What a writer drains and acknowledges: the MQTT `Consumer` or ingest.amqp's."""
+
+    queue: queue.Queue[Item]
+
+    def ack(self, items: Sequence[Item]) -> int: ...
+
+
 class BatchOrder:
     """Keeps the writers' batches in queue order for the next stage.
 
@@ -217,7 +230,7 @@ class Writer(threading.Thread):
     same items after a backoff. `on_stored` runs after the acknowledgement.
     """
 
-    def __init__(self, consumer: Consumer, store_batch: Callable[[list[Item]], StoredBatch],
+    def __init__(self, consumer: Source, store_batch: Callable[[list[Item]], StoredBatch],
                  *, batch_max: int = 5000, batch_wait_ms: int = 20,
                  batch_max_bytes: int = 2 * 1024 * 1024, name: str = "ingest-writer",
                  on_stored: Callable[[StoredBatch], None] = lambda batch: None,

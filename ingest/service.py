@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from prometheus_client import CollectorRegistry
 
+from ingest.amqp import AmqpConsumer, route_of
 from ingest.consumer import BatchOrder, Consumer, Item, Writer, wall_clock_ms
 from ingest.decode import Decoded, Limits, decode_messages
 from ingest.metrics import IngestMetrics
@@ -42,6 +43,7 @@ class _Lane:
         self.on_connect = on_connect
         self.conn: psycopg.Connection | None = None
         self.store: Store | None = None
+        self.routes: dict[str, int] = {}  # topics whose shard this connection has recorded
         self.ok = False
         self.failures = 0
         self.last_ping = 0.0
@@ -70,7 +72,9 @@ class IngestService:
     Prometheus registry for the metrics (a private one when None). `on_stored(StoredBatch)`:
     called after each committed and acknowledged batch, one batch at a time (never
     concurrently). `clock`: UTC epoch ms, stamped on each message as it is taken from the broker.
-    `writers`: writer threads, each with its own database connection, so that one batch is
+    `amqp_url`: read the durable broker's quorum queues over AMQP instead of subscribing to
+    `mqtt_url` (ingest/amqp.py); `on_activate(shard)` then runs when this worker becomes the
+    active reader of a shard. `writers`: writer threads, each with its own database connection, so that one batch is
     decoded while another is being written (batches commit independently, but on_stored sees
     them in the order they left the queue: see `BatchOrder`).
     """
@@ -78,7 +82,9 @@ class IngestService:
     def __init__(self, settings_like: Any, db_url: str, mqtt_url: str,
                  registry: CollectorRegistry | None = None,
                  on_stored: Callable[[StoredBatch], None] | None = None,
-                 clock: Callable[[], int] = wall_clock_ms, writers: int = 2) -> None:
+                 clock: Callable[[], int] = wall_clock_ms, writers: int = 2,
+                 amqp_url: str | None = None,
+                 on_activate: Callable[[int], None] = lambda shard: None) -> None:
         s = settings_like
         self.limits = Limits.from_settings(s)
         self.metrics = IngestMetrics(registry if registry is not None else CollectorRegistry())
@@ -86,9 +92,17 @@ class IngestService:
         self._on_stored = on_stored
         self._lock = threading.Lock()  # totals
         self._hand_on_lock = threading.Lock()  # one on_stored call at a time
-        self.consumer = Consumer(
-            mqtt_url, s.mqtt_client_id, s.ingest_queue_max, username=s.mqtt_username,
-            password=s.mqtt_password, clock_ms=clock, on_overflow=self.metrics.queue_overflow.inc)
+        self.consumer: Consumer | AmqpConsumer
+        if amqp_url:  # the durable broker: quorum queues read over AMQP (ingest/amqp.py)
+            self.consumer = AmqpConsumer(
+                amqp_url, s.ingest_queue_max, shards=s.workers, worker_index=s.worker_index,
+                prefetch=s.amqp_prefetch, clock_ms=clock,
+                on_overflow=self.metrics.queue_overflow.inc, on_activate=on_activate)
+        else:
+            self.consumer = Consumer(
+                mqtt_url, s.mqtt_client_id, s.ingest_queue_max, username=s.mqtt_username,
+                password=s.mqtt_password, clock_ms=clock,
+                on_overflow=self.metrics.queue_overflow.inc)
         self.metrics.watch_queue(self.consumer.queue.qsize)
         self.metrics.healthy.set_function(lambda: float(self.healthy))
         self.registry_cache = RegistryCache()
@@ -114,8 +128,8 @@ class IngestService:
         for writer in self.writers:
             writer.start()
         self.consumer.start()
-        log.info("ingest started: client id %s, %d writer(s)",
-                 self.consumer.client._client_id.decode(), len(self.writers))
+        log.info("ingest started: %s, %d writer(s)", self.consumer.description,
+                 len(self.writers))
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop taking messages, store and acknowledge what is queued, disconnect."""
@@ -148,8 +162,12 @@ class IngestService:
         decoded = decode_messages(items, registered=snapshot, limits=self.limits)
         received_ms = min(it[2] for it in items)
         started = time.perf_counter()
+        routes = self._new_routes(lane, items)
         try:
+            if routes:  # in the batch's transaction (Store.write commits it)
+                _record_routes(store.conn, routes)
             stored = store.write(decoded, snapshot, received_ms, self._clock())
+            lane.routes.update(routes)
         except DETERMINISTIC as exc:
             log.error("the database refused a batch of %d messages (%s); storing them one by one",
                       len(items), exc)
@@ -158,6 +176,20 @@ class IngestService:
         self._count(items, decoded, stored)
         lane.ok, lane.failures = True, 0
         return stored
+
+    def _new_routes(self, lane: _Lane, items: list[Item]) -> dict[str, int]:
+        """Topics of the batch whose shard is not recorded yet (AMQP with several shards)."""
+        consumer = self.consumer
+        if not isinstance(consumer, AmqpConsumer) or consumer.shards <= 1:
+            return {}
+        routes, known = consumer.routes, lane.routes
+        new = {}
+        for it in items:
+            topic = it[0]
+            shard = routes.get(topic.replace("/", "."))
+            if shard is not None and known.get(topic) != shard:
+                new[topic] = shard
+        return new
 
     def _store_one_by_one(self, store: Store, items: list[Item],
                           snapshot: RegistrySnapshot) -> StoredBatch:
@@ -229,12 +261,24 @@ class IngestService:
             self._on_error(lane, exc)
 
 
+def _record_routes(conn: psycopg.Connection, routes: dict[str, int]) -> None:
+    """Which shard carries each (device, kind): a worker taking a shard over re-decides them."""
+    rows = [(*r, shard) for topic, shard in routes.items() if (r := route_of(topic))]
+    if rows:
+        devices, kinds, shards = (list(c) for c in zip(*rows, strict=True))
+        conn.execute(
+            "INSERT INTO ingest_routes (device_id, kind, shard) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::int[]) "
+            "ON CONFLICT (device_id, kind) DO UPDATE SET shard = excluded.shard",
+            (devices, kinds, shards))
+
+
 def run_forever(settings: Any, registry: CollectorRegistry | None = None,
                 metrics_port: int | None = None) -> int:
     """Run the ingest service until SIGTERM / SIGINT (`python -m ingest`). Needs
-    `database_url` and `mqtt_url`; applies pending migrations first. Returns an exit status."""
-    if not settings.database_url or not settings.mqtt_url:
-        log.error("ingest needs GIAMSAT_DATABASE_URL and GIAMSAT_MQTT_URL")
+    `database_url` and `mqtt_url` or `amqp_url`; applies pending migrations first. Returns an exit status."""
+    if not settings.database_url or not (settings.mqtt_url or settings.amqp_url):
+        log.error("ingest needs GIAMSAT_DATABASE_URL and GIAMSAT_MQTT_URL or GIAMSAT_AMQP_URL")
         return 2
     try:
         with connect(settings.database_url) as conn:
@@ -247,7 +291,8 @@ def run_forever(settings: Any, registry: CollectorRegistry | None = None,
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
-    service = IngestService(settings, settings.database_url, settings.mqtt_url, registry=registry)
+    service = IngestService(settings, settings.database_url, settings.mqtt_url or "",
+                            registry=registry, amqp_url=settings.amqp_url)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())

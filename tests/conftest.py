@@ -30,6 +30,7 @@ import pytest
 from giamsat.services import (
     EmbeddedMosquitto,
     EmbeddedPostgres,
+    EmbeddedRabbitMQ,
     free_port,
     has_timescale_library,
 )
@@ -119,6 +120,55 @@ def mqtt_broker(tmp_path_factory) -> Iterator[Broker]:
     mq = EmbeddedMosquitto(tmp_path_factory.mktemp("mqtt"), free_port())
     yield Broker(mq.start(), "127.0.0.1", mq.port)
     mq.stop()
+
+
+@dataclass
+class RabbitVhost:
+    """One test's virtual host on the session's RabbitMQ: its own queues and exchanges. MQTT
+    clients reach it with the user name ``vhost:user`` (the MQTT plugin's convention)."""
+
+    node: EmbeddedRabbitMQ
+    name: str
+    user: str = "guest"
+    password: str = "guest"
+    host: str = "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return self.node.mqtt_port
+
+    @property
+    def mqtt_username(self) -> str:
+        return f"{self.name}:{self.user}"
+
+    @property
+    def url(self) -> str:
+        """The MQTT URL of this vhost (alerts, commands, publishers)."""
+        return f"mqtt://{self.name}%3A{self.user}:{self.password}@{self.host}:{self.port}"
+
+    @property
+    def amqp_url(self) -> str:
+        return f"amqp://{self.user}:{self.password}@{self.host}:{self.node.amqp_port}/{self.name}"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_node(tmp_path_factory) -> Iterator[EmbeddedRabbitMQ]:
+    """One RabbitMQ node (MQTT plugin, quorum queues) for the session, user guest/guest."""
+    node = EmbeddedRabbitMQ(tmp_path_factory.mktemp("rabbitmq"), free_port(), free_port(),
+                            dist_port=free_port())
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def rabbitmq(rabbitmq_node: EmbeddedRabbitMQ, unique_id: str) -> Iterator[RabbitVhost]:
+    """A fresh virtual host of this test's own on the session's RabbitMQ (deleted after)."""
+    name = f"t-{unique_id}"
+    rabbitmq_node.ctl("add_vhost", name)
+    rabbitmq_node.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    yield RabbitVhost(rabbitmq_node, name)
+    rabbitmq_node.ctl("delete_vhost", name)
 
 
 @pytest.fixture(scope="session")

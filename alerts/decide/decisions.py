@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,11 @@ from ingest.records import StoredBatch
 from schema import connect
 
 log = logging.getLogger("giamsat.decide")
+
+LEADER_LOCK = 0x6769616D73617401  # pg advisory lock key of the worker running the timed jobs
+# On taking a shard over, telemetry is read back from this far behind the shared progress mark:
+# the mark moves with every worker's batches, and the worker that died may have lagged.
+TAKEOVER_SLACK_S = 600.0
 
 
 class Decider:
@@ -64,6 +70,10 @@ class Decider:
         self.fingerprints: dict[str, str] = {}
         self.registry_version: int | None = None
         self.decided_batches = 0
+        self.shards = max(1, int(getattr(settings, "workers", 1) or 1))
+        self._leader_conn: psycopg.Connection | None = None
+        self._loaded_at: datetime | None = None  # database time of the last load
+        self._saved_since_load: set[str] = set()
 
     @property
     def conn(self) -> psycopg.Connection:
@@ -82,6 +92,9 @@ class Decider:
             self._conn = connect(self.db_url, autocommit=True, application_name="giamsat-decide")
         self._deferred.clear()
         self._deferred_since = self._last_received = self._saved_progress = None
+        row = self.conn.execute("SELECT now()").fetchone()
+        self._loaded_at = row[0] if row else None
+        self._saved_since_load = set()
         s = self.settings
         fence = Fence(policies=self.policies, margin_m=s.margin_m, confirm_fixes=s.confirm_fixes,
                       max_accuracy_m=s.max_accuracy_m, tz=s.timezone)
@@ -116,7 +129,7 @@ class Decider:
             changes = apply_all(conn, occurrences, now, late)
             changes += apply_device_messages(conn, batch.heartbeats, batch.events, now,
                                              self.thresholds, owners)
-            fence_store.save_states(conn, states)
+            self._save_states(conn, states)
             recovery.save_progress(conn, progress, now)
         self._last_received, self._saved_progress = batch.received_ms, progress
         self.decided_batches += 1
@@ -126,7 +139,13 @@ class Decider:
 
     def tick(self, now_ms: int | None) -> None:
         """Apply the passage of time (windows and permits that started or ended); save the
-        quiet states whose flush is due, so that the progress mark moves on when idle."""
+        quiet states whose flush is due, so that the progress mark moves on when idle. With
+        several workers only the leader ticks, on every supervisee's saved state."""
+        if not self.leads():
+            return
+        if self.shards > 1:  # other workers decide most supervisees: their saved states
+            self.flush()
+            self.open()
         now = self.clock_ms() if now_ms is None else now_ms
         transitions = _zone_transitions(self.fence.tick(now))
         states, progress = self._states_to_save({t.supervisee_id for t in transitions},
@@ -137,7 +156,7 @@ class Decider:
         with self.conn.transaction():
             changes = apply_all(self.conn, [from_transition(t) for t in transitions], now,
                                 self.thresholds.late_after_ms)
-            fence_store.save_states(self.conn, states)
+            self._save_states(self.conn, states)
             if moved:
                 recovery.save_progress(self.conn, progress, now)
                 self._saved_progress = progress
@@ -156,36 +175,84 @@ class Decider:
         with conn.transaction():
             changes = apply_all(conn, [from_transition(t) for t in transitions], now,
                                 self.thresholds.late_after_ms)
-            fence_store.save_states(conn, self._drain_all())
+            self._save_states(conn, self._drain_all())
         self.fingerprints, self.registry_version = fingerprints, version
         if changed:
             log.info("registry version %s: reloaded %d supervisees", version, len(changed))
         self.on_committed(changes)
 
-    def recover(self) -> None:
-        """Decide the telemetry stored after the progress mark (a crash, a kill, an outage)."""
+    def recover(self, shard: int | None = None) -> None:
+        """Decide the telemetry stored after the progress mark (a crash, a kill, an outage): of
+        every device (``shard`` None, one worker), or of the devices one shard carries. With
+        several workers the start-up recovery waits for the shards this worker is given
+        (``take_over``): another worker may be deciding the rest."""
         mark = recovery.read_progress(self.conn)
         if mark is None:
             with self.conn.transaction():
                 recovery.save_progress(self.conn, self.clock_ms(), self.clock_ms())
             return
-        since = ms_to_dt(mark - int(self.recovery_slack_s * 1000))
-        heartbeats, events = recovery.read_device_messages(self.conn, since)
+        if shard is None and self.shards > 1:
+            return
+        slack = self.recovery_slack_s if shard is None else TAKEOVER_SLACK_S
+        since = ms_to_dt(min(mark, self.clock_ms()) - int(slack * 1000))
+        routes = None if shard is None else recovery.shard_routes(self.conn, shard)
+        heartbeats, events = recovery.read_device_messages(self.conn, since, routes)
         n_fixes = 0
-        for batch in recovery.read_fix_batches(self.conn, since, heartbeats, events):
+        for batch in recovery.read_fix_batches(self.conn, since, heartbeats, events, routes):
             self.decide_batch(batch)
             n_fixes += len(batch)
-        log.info("startup recovery: re-read %d fixes, %d heartbeats, %d events received since %s",
-                 n_fixes, len(heartbeats), len(events), since.isoformat())
+        log.info("recovery%s: re-read %d fixes, %d heartbeats, %d events received since %s",
+                 "" if shard is None else f" of shard {shard}", n_fixes, len(heartbeats),
+                 len(events), since.isoformat())
+
+    def take_over(self, shard: int) -> None:
+        """This worker just became the reader of ``shard`` (another worker died, or this one
+        started): reload every decision state when someone else saved any since this worker
+        loaded them (the previous owner's), then decide what the shard's devices stored that
+        may not be decided. The persisted states skip what was decided, so nothing fires
+        twice. Reloading is as slow as a start, so it is skipped when only this worker saved
+        (a worker taking its own shard right after its start)."""
+        assert self._loaded_at is not None
+        changed = {r[0] for r in self.conn.execute(
+            "SELECT supervisee_id FROM geofence_state WHERE updated_at >= %s",
+            (self._loaded_at - timedelta(seconds=10),))}  # a transaction begun before the load
+        if changed - self._saved_since_load:
+            self.flush()
+            self.open()
+        self.recover(shard)
+
+    def leads(self) -> bool:
+        """With several workers, one (the holder of a PostgreSQL advisory lock on its decide
+        connection, released when that worker dies) runs the timed jobs: the ticks and the
+        sweeps. Always True with one worker."""
+        if self.shards <= 1:
+            return True
+        conn = self.conn
+        if self._leader_conn is not conn:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
+            if not (row and row[0]):
+                return False
+            self._leader_conn = conn
+            log.info("this worker now runs the timed jobs (ticks, sweeps)")
+        return True
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this worker runs the timed jobs (last known; see ``leads``)."""
+        return self.shards <= 1 or self._leader_conn is not None
 
     def flush(self) -> None:
         """Save every decision state not yet saved (before stopping)."""
         states = self._drain_all()
         if states:
             with self.conn.transaction():
-                fence_store.save_states(self.conn, states)
+                self._save_states(self.conn, states)
 
     # --- what to save ---------------------------------------------------------------------------
+
+    def _save_states(self, conn: psycopg.Connection, states: dict[str, bytes]) -> None:
+        fence_store.save_states(conn, states)
+        self._saved_since_load.update(states)
 
     def _states_to_save(self, busy: set[str],
                         received_ms: int | None) -> tuple[dict[str, bytes], int]:

@@ -42,25 +42,52 @@ def _ms_sql(column: str) -> str:
     return f"(extract(epoch FROM {column}) * 1000)::int8"
 
 
-def read_device_messages(conn: psycopg.Connection,
-                         since: datetime) -> tuple[list[Heartbeat], list[Event]]:
-    """Heartbeats and device events received since ``since``, in receipt order."""
+Routes = dict[str, list[str]]  # kind -> the devices whose messages of that kind a shard carries
+
+
+def shard_routes(conn: psycopg.Connection, shard: int) -> Routes:
+    """The devices whose fixes, heartbeats and events the ingest shard carries (several
+    workers: ``ingest_routes``, recorded by ingest)."""
+    routes: Routes = {"fix": [], "hb": [], "evt": []}
+    for device_id, kind in conn.execute(
+            "SELECT device_id, kind FROM ingest_routes WHERE shard = %s", (shard,)):
+        routes.setdefault(kind, []).append(device_id)
+    return routes
+
+
+def _only(routes: Routes | None, kind: str) -> tuple[str, tuple]:
+    """A ``device_id`` filter for a shard's recovery (none when every device is ours)."""
+    if routes is None:
+        return "", ()
+    return " AND device_id = ANY(%s)", (routes.get(kind, []),)
+
+
+def read_device_messages(conn: psycopg.Connection, since: datetime,
+                         routes: Routes | None = None) -> tuple[list[Heartbeat], list[Event]]:
+    """Heartbeats and device events received since ``since`` (of a shard's devices when
+    ``routes`` is given), in receipt order."""
+    only, args = _only(routes, "hb")
     hbs = [Heartbeat(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10])
            for r in conn.execute(
                f"""SELECT device_id, seq, {_ms_sql('ts')}, batt, chg, strap, "case", rssi, gnss,
                           fw, {_ms_sql('received_at')}
-                     FROM heartbeats WHERE received_at >= %s ORDER BY received_at""", (since,))]
+                     FROM heartbeats WHERE received_at >= %s{only} ORDER BY received_at""",
+               (since, *args))]
+    only, args = _only(routes, "evt")
     evts = [Event(r[0], r[1], r[2], r[3], r[4], r[5]) for r in conn.execute(
         f"""SELECT device_id, seq, {_ms_sql('ts')}, type, detail, {_ms_sql('received_at')}
-              FROM device_events WHERE received_at >= %s ORDER BY received_at""", (since,))]
+              FROM device_events WHERE received_at >= %s{only} ORDER BY received_at""",
+        (since, *args))]
     return hbs, evts
 
 
 def read_fix_batches(conn: psycopg.Connection, since: datetime, heartbeats: list[Heartbeat],
-                     events: list[Event]) -> Iterator[StoredBatch]:
-    """Stored fixes received since ``since`` as StoredBatches of ``RECOVERY_CHUNK`` fixes (the
-    device messages ride with the first), in receipt order."""
+                     events: list[Event], routes: Routes | None = None) -> Iterator[StoredBatch]:
+    """Stored fixes received since ``since`` (of a shard's devices when ``routes`` is given)
+    as StoredBatches of ``RECOVERY_CHUNK`` fixes (the device messages ride with the first), in
+    receipt order."""
     owners = dict(conn.execute("SELECT id, supervisee_id FROM devices").fetchall())
+    only, args = _only(routes, "fix")
     after: tuple = (since, "", 0, 0)
     first = True
     while True:
@@ -68,8 +95,10 @@ def read_fix_batches(conn: psycopg.Connection, since: datetime, heartbeats: list
             f"""SELECT received_at, device_id, seq, {_ms_sql('ts')}, lat, lon, acc, supervisee_id
                   FROM fixes
                  WHERE received_at >= %s AND (received_at, device_id, seq, ts) > (%s, %s, %s, %s)
+                       {only}
                  ORDER BY received_at, device_id, seq, ts LIMIT %s""",
-            (since, after[0], after[1], after[2], ms_to_dt(after[3]), RECOVERY_CHUNK)).fetchall()
+            (since, after[0], after[1], after[2], ms_to_dt(after[3]), *args,
+             RECOVERY_CHUNK)).fetchall()
         if not rows and not first:
             return
         yield _batch(rows, heartbeats if first else [], events if first else [], owners, since)

@@ -47,7 +47,7 @@ RETENTION_EVERY_S = 86_400.0  # telemetry retention (plain PostgreSQL): daily, a
 
 @dataclass(frozen=True)
 class _Item:
-    kind: str  # batch | tick | reload | recover | flush
+    kind: str  # batch | tick | reload | recover | flush | takeover
     value: Any = None
 
 
@@ -117,6 +117,11 @@ class DecideStage:
         """Queue a geofence tick: windows and permits that started or ended (permit_overrun,
         someone already out when a curfew starts)."""
         self._enqueue(_Item("tick", now_ms))
+
+    def take_over(self, shard: int) -> None:
+        """ingest's ``on_activate``: this worker just became the reader of ``shard``. Queued
+        before that shard's first batch (see ``Decider.take_over``)."""
+        self._enqueue(_Item("takeover", shard))
 
     def reload_registry(self) -> None:
         """Queue a reload of the zones and permits of supervisees whose registry rows changed."""
@@ -197,7 +202,8 @@ class DecideStage:
         d = self.decider
         handler: Callable[[], None] = {
             "batch": lambda: d.decide_batch(value), "tick": lambda: d.tick(value),
-            "reload": d.reload, "recover": d.recover, "flush": d.flush}[kind]
+            "reload": d.reload, "recover": d.recover, "flush": d.flush,
+            "takeover": lambda: d.take_over(value)}[kind]
         delay, bugs = 0.1, 0
         while True:
             try:
@@ -253,6 +259,8 @@ class DecideStage:
             return jobs.since_start_s() >= self.startup_grace_s
 
         def sweeps_job() -> None:
+            if not self.decider.is_leader:
+                return  # another worker runs them (see Decider.leads)
             jobs.run("sweeps", lambda c: self.run_sweeps(conn=c, offline=settled()))
 
         def tick_job() -> None:

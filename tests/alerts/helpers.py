@@ -85,11 +85,14 @@ def alert_rows(conn: psycopg.Connection, **where) -> list[dict]:
 class AlertSubscriber:
     """A paho test client subscribed to em/v1/alerts/#, collecting the JSON it receives."""
 
-    def __init__(self, host: str, port: int, client_id: str, topic: str = "em/v1/alerts/#"):
+    def __init__(self, host: str, port: int, client_id: str, topic: str = "em/v1/alerts/#",
+                 username: str | None = None, password: str | None = None):
         self.messages: list[tuple[str, dict]] = []
         self._cond = threading.Condition()
         self._ready = threading.Event()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        if username:
+            c.username_pw_set(username, password)
         c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(topic, qos=1)
         c.on_subscribe = lambda *a: self._ready.set()
         c.on_message = self._on_message
@@ -178,8 +181,11 @@ class Receiver:
 class Publisher:
     """A paho QoS 1 publisher (a device or a fleet of them) for the pipeline tests."""
 
-    def __init__(self, host: str, port: int, client_id: str) -> None:
+    def __init__(self, host: str, port: int, client_id: str, username: str | None = None,
+                 password: str | None = None) -> None:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        if username:
+            self.client.username_pw_set(username, password)
         self.client.max_inflight_messages_set(1000)
         self.client.connect(host, port)
         self.client.loop_start()

@@ -57,6 +57,7 @@ def test_only_mqtt_for_devices_is_published_beyond_loopback(compose):
 
 def test_every_variable_is_in_env_example(compose):
     text = (DEPLOY / "compose.yaml").read_text()
+    text += (DEPLOY / "compose.cluster.yaml").read_text()  # one .env for both files
     used = set(re.findall(r"\$\{([A-Z_]+)", text))
     example = {line.split("=", 1)[0] for line in (DEPLOY / ".env.example").read_text().splitlines()
                if line and not line.startswith("#")}

@@ -43,11 +43,12 @@ def _up_env(data: Path, http: int, default_ports: bool = False) -> dict[str, str
         data.chmod(0o755)  # the embedded PostgreSQL runs unprivileged when we are root
     env = {**os.environ, "GIAMSAT_DATA_DIR": str(data / "state"),
            "GIAMSAT_EMBEDDED_MQTT_PORT": str(free_port()),
+           "GIAMSAT_EMBEDDED_AMQP_PORT": str(free_port()),
            "GIAMSAT_EMBEDDED_PG_PORT": str(free_port()), "GIAMSAT_HTTP": f"127.0.0.1:{http}",
            "GIAMSAT_WORKER_METRICS_PORT": str(free_port()), "GIAMSAT_ADMIN_PASSWORD": "s3cret-admin"}
-    drop = ["GIAMSAT_DATABASE_URL", "GIAMSAT_MQTT_URL"]
+    drop = ["GIAMSAT_DATABASE_URL", "GIAMSAT_MQTT_URL", "GIAMSAT_AMQP_URL"]
     if default_ports:
-        drop += ["GIAMSAT_EMBEDDED_MQTT_PORT", "GIAMSAT_EMBEDDED_PG_PORT"]
+        drop += ["GIAMSAT_EMBEDDED_MQTT_PORT", "GIAMSAT_EMBEDDED_AMQP_PORT", "GIAMSAT_EMBEDDED_PG_PORT"]
     for key in drop:
         env.pop(key, None)
     return env

@@ -36,8 +36,8 @@ def ingest_settings(client_id: str, **overrides: Any) -> SimpleNamespace:
     base = Settings(_env_file=None)  # type: ignore[call-arg]
     values = {k: getattr(base, k) for k in (
         "mqtt_username", "mqtt_password", "ingest_queue_max", "ingest_batch_max",
-        "ingest_batch_wait_ms", "max_payload_bytes", "max_future_ms", "max_fix_age_days", "max_batch_fixes",
-        "max_accuracy_m")}
+        "ingest_batch_wait_ms", "max_payload_bytes", "max_future_ms", "max_fix_age_days",
+        "max_batch_fixes", "max_accuracy_m", "workers", "worker_index", "amqp_prefetch")}
     values.update(mqtt_client_id=client_id, **overrides)
     return SimpleNamespace(**values)
 
@@ -46,7 +46,8 @@ class Publisher:
     """A paho QoS 1 publisher that records which message ids the broker acknowledged."""
 
     def __init__(self, host: str, port: int, client_id: str, max_inflight: int = 1000,
-                 window: int = 20_000) -> None:
+                 window: int = 20_000, username: str | None = None,
+                 password: str | None = None) -> None:
         self.acked: set[int] = set()
         self.sent: dict[int, Any] = {}  # mid -> what the test published (publish_tracked)
         self._lock = threading.Lock()
@@ -57,6 +58,8 @@ class Publisher:
         self.client.max_inflight_messages_set(max_inflight)
         self.client.max_queued_messages_set(0)
         self.client.on_publish = self._on_publish
+        if username:
+            self.client.username_pw_set(username, password)
         self.client.connect(host, port)
         self.client.loop_start()
 

@@ -73,11 +73,14 @@ class Running:
     def __init__(self, db, db_url, broker, settings, unique_id, clock):
         self.db = db
         self.clock = clock
-        self.sub = AlertSubscriber(broker.host, broker.port, f"t-sub-{unique_id}")
+        login = {"username": getattr(broker, "mqtt_username", None),
+                 "password": getattr(broker, "password", None)}
+        self.sub = AlertSubscriber(broker.host, broker.port, f"t-sub-{unique_id}", **login)
         self.pipe = AlertPipeline(settings, db_url, broker.url, registry=CollectorRegistry(),
-                                  clock_ms=clock, scheduler=False)
+                                  clock_ms=clock, scheduler=False,
+                                  amqp_url=getattr(broker, "amqp_url", None))
         self.pipe.start()
-        self.dev = Publisher(broker.host, broker.port, f"t-dev-{unique_id}")
+        self.dev = Publisher(broker.host, broker.port, f"t-dev-{unique_id}", **login)
         self.seq = 0
         self.sent = 0
         self.last_ts = 0
@@ -147,8 +150,15 @@ class Running:
         self.sub.close()
 
 
+@pytest.fixture(params=["mosquitto", "rabbitmq"])
+def any_broker(request):
+    """The suite's Mosquitto (ingest subscribes over MQTT), or a vhost of the suite's RabbitMQ
+    (devices publish MQTT to its plugin, ingest reads its quorum queue over AMQP)."""
+    return request.getfixturevalue("mqtt_broker" if request.param == "mosquitto" else "rabbitmq")
+
+
 @pytest.fixture
-def running(world, db_url, mqtt_broker, settings, unique_id, wall):
-    r = Running(world, db_url, mqtt_broker, settings, unique_id, wall)
+def running(world, db_url, any_broker, settings, unique_id, wall):
+    r = Running(world, db_url, any_broker, settings, unique_id, wall)
     yield r
     r.close()
