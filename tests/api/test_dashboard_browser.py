@@ -488,7 +488,8 @@ def test_dashboard_live_alert_ack_and_map(browser, api_url: str, db_url: str, se
                      ".focus()")
     ActionChains(d).send_keys(Keys.ENTER).perform()
     wait.until(lambda _: "Acknowledged" in text("#alert-detail"))
-    assert d.switch_to.active_element.get_attribute("id") == "detail-heading"
+    # focus lands on the detail's heading (after its last redraw: the history loads after it)
+    wait.until(lambda _: d.switch_to.active_element.get_attribute("id") == "detail-heading")
     ActionChains(d).send_keys(Keys.ESCAPE).perform()
     wait.until(lambda _: "Select an alert" in text("#alert-detail"))
     click(".alert-row[data-status='acknowledged'] button")
