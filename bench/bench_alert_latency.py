@@ -11,7 +11,7 @@ Processes, all on loopback:
   the alert), and an MQTT subscriber on `em/v1/alerts/#`. Latency = the alert's receipt by the
   subscriber - the probe fix's publish (both clocks of this process; loopback).
 
-It starts its own PostgreSQL and Mosquitto on free ports (`giamsat.services`) unless
+It starts its own PostgreSQL and Mosquitto on free ports (`embedded.services`) unless
 `--db-url` / `--mqtt-url` are given (a server URL: a fresh database is created on it and
 dropped after). Bounded: `--duration` seconds of load, `--probes` probes.
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 import orjson  # noqa: E402
 import pika  # noqa: E402
 
-from giamsat.services import EmbeddedRabbitMQ, free_port  # noqa: E402
+from embedded.services import EmbeddedRabbitMQ, free_port  # noqa: E402
 from ingest.amqp import (  # noqa: E402
     AmqpConsumer,
     connection_parameters,

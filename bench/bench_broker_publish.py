@@ -25,7 +25,7 @@ import orjson  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 import pika  # noqa: E402
 
-from giamsat.services import (  # noqa: E402
+from embedded.services import (  # noqa: E402
     EmbeddedMosquitto,
     EmbeddedRabbitMQ,
     free_port,

@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from giamsat.services import free_port  # noqa: E402
+from embedded.services import free_port  # noqa: E402
 
 FIGURES = ("stored", "decided", "p50", "p99")
 

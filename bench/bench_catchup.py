@@ -32,7 +32,7 @@ import orjson  # noqa: E402
 from bench_ingest import Publishers  # noqa: E402  (beside this script)
 from scratch import scratch_services  # noqa: E402
 
-from giamsat.services import free_port  # noqa: E402
+from embedded.services import free_port  # noqa: E402
 from registry.document import import_document  # noqa: E402
 from schema import connect  # noqa: E402
 from simulators import messages as sim  # noqa: E402

@@ -1,7 +1,7 @@
 """Benchmark of the ingest service through Mosquitto (issue 2): stored fixes/s with single-fix
 messages and with 50-fix batches, and the ingest process's CPU-seconds per 1,000 fixes.
 
-It starts its own PostgreSQL and Mosquitto on free loopback ports (giamsat.services) unless
+It starts its own PostgreSQL and Mosquitto on free loopback ports (embedded.services) unless
 URLs are given, registers a fleet, runs `python -m ingest` as a child process, publishes with
 QoS 1 from paho publisher processes, and waits until every fix is stored (read from the
 child's Prometheus counter, checked against the table at the end). Every fix is committed
@@ -42,7 +42,7 @@ import orjson  # noqa: E402
 from scratch import scratch_services  # noqa: E402  (bench/scratch.py, beside this script)
 
 from config.mqtt import PUBLISH_WINDOW  # noqa: E402
-from giamsat.services import free_port  # noqa: E402
+from embedded.services import free_port  # noqa: E402
 from schema import connect  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO))
 import registry  # noqa: E402
 import registry.zones  # noqa: E402
 from bench.scratch import scratch_database  # noqa: E402
+from embedded.services import EmbeddedPostgres, free_port  # noqa: E402
 from geofence.fence import Fence  # noqa: E402
-from giamsat.services import EmbeddedPostgres, free_port  # noqa: E402
 from schema import connect  # noqa: E402
 
 T = datetime(2026, 1, 1, tzinfo=UTC)

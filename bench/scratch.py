@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 
-from giamsat.services import EmbeddedMosquitto, EmbeddedPostgres, free_port
+from embedded.services import EmbeddedMosquitto, EmbeddedPostgres, free_port
 from schema import connect, migrate
 
 

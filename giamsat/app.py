@@ -22,8 +22,8 @@ from pathlib import Path
 import psycopg
 
 from config import Settings
-from giamsat.brokerconfig import EmbeddedBrokerAuth, embedded_broker_auth
-from giamsat.services import (
+from embedded.brokerconfig import EmbeddedBrokerAuth, embedded_broker_auth
+from embedded.services import (
     EmbeddedMosquitto,
     EmbeddedPostgres,
     EmbeddedRabbitMQ,
@@ -240,7 +240,7 @@ class Urls:
 
 def _start_services(settings: Settings, stack: Stack) -> Urls:
     """Resolve the URLs, starting embedded services where none is configured. The embedded
-    broker admits only the logins and devices that ``giamsat.brokerconfig`` writes from the
+    broker admits only the logins and devices that ``embedded.brokerconfig`` writes from the
     registry (contract §1)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.database_url:
@@ -286,7 +286,7 @@ def _start_services(settings: Settings, stack: Stack) -> Urls:
 
 
 def _apply_rabbitmq(broker: EmbeddedRabbitMQ, auth: EmbeddedBrokerAuth) -> None:
-    from giamsat import rabbitconfig
+    from embedded import rabbitconfig
 
     assert auth.files is not None and auth.files.definitions_file is not None
     rabbitconfig.apply(broker, auth.files.definitions_file)

@@ -149,7 +149,7 @@ def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.mqtt_url == sim_cli.DEFAULT_URL and not settings.mqtt_url:
         # the embedded broker is secured: publish with its simulator login
-        from giamsat.brokerconfig import embedded_login_url
+        from embedded.brokerconfig import embedded_login_url
 
         args.mqtt_url = embedded_login_url(settings, "simulator")
     return sim_cli.run(args)
@@ -228,9 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     p.set_defaults(func=_cmd_demo_data)
 
-    _add_optional(sub, "loadtest", "giamsat.loadtest",
+    _add_optional(sub, "loadtest", "simulators.loadtest",
                   "drive the running service and print sustained fixes/s and alert latency")
-    _add_optional(sub, "broker-config", "giamsat.brokerconfig",
+    _add_optional(sub, "broker-config", "giamsat.brokercmd",
                   "write the broker's users and permissions (Mosquitto password file and ACL, "
                   "RabbitMQ definitions) from the device registry")
     _add_optional(sub, "officer", "giamsat.officercmd",

@@ -22,7 +22,7 @@ log = logging.getLogger("giamsat.worker")
 def _mqtt_url(settings: Settings) -> str:
     if settings.mqtt_url:
         return settings.mqtt_url
-    from giamsat.brokerconfig import embedded_login_url
+    from embedded.brokerconfig import embedded_login_url
 
     return embedded_login_url(settings, "service")
 
@@ -31,7 +31,7 @@ def _amqp_url(settings: Settings) -> str | None:
     """AMQP ingest: the configured RabbitMQ, or the embedded one when no broker is configured."""
     if settings.amqp_url or settings.mqtt_url:
         return settings.amqp_url
-    from giamsat.brokerconfig import embedded_amqp_url
+    from embedded.brokerconfig import embedded_amqp_url
 
     return embedded_amqp_url(settings)
 

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from giamsat.services import (
+from embedded.services import (
     EmbeddedMosquitto,
     EmbeddedPostgres,
     EmbeddedRabbitMQ,

@@ -28,7 +28,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from giamsat.services import free_port
+from embedded.services import free_port
 from schema import connect
 
 pytestmark = [pytest.mark.services, pytest.mark.browser]

@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 from alerts import lifecycle
-from giamsat.services import free_port
+from embedded.services import free_port
 from schema import connect
 from tests.api.conftest import SV_A
 

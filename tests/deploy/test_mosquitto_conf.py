@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from giamsat.brokerconfig import write_broker_config
-from giamsat.services import find_mosquitto, free_port, wait_for_port
+from embedded.brokerconfig import write_broker_config
+from embedded.services import find_mosquitto, free_port, wait_for_port
 from tests.security.conftest import SERVICE_PASSWORD, SERVICE_USER, register_devices
 from tests.security.mqtt_peer import Peer
 

@@ -29,7 +29,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from giamsat.services import EmbeddedMosquitto, EmbeddedPostgres, free_port
+from embedded.services import EmbeddedMosquitto, EmbeddedPostgres, free_port
 from registry.document import import_document
 from schema import connect, migrate
 from simulators import messages as sim

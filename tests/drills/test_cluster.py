@@ -17,7 +17,7 @@ from pathlib import Path
 import pika
 import pytest
 
-from giamsat.services import EmbeddedRabbitMQ, free_port, node_name
+from embedded.services import EmbeddedRabbitMQ, free_port, node_name
 from ingest.amqp import connection_parameters, declare_topology, queue_name
 from simulators import messages as sim
 from tests.drills.harness import (

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from config import Settings
-from giamsat.services import (
+from embedded.services import (
     EmbeddedMosquitto,
     EmbeddedPostgres,
     EmbeddedRabbitMQ,
@@ -61,7 +61,7 @@ def _listening() -> socket.socket:
 def test_a_taken_default_port_gives_way_to_a_free_one_and_says_which(caplog):
     with _listening() as s:
         taken = s.getsockname()[1]
-        with caplog.at_level("WARNING", logger="giamsat.services"):
+        with caplog.at_level("WARNING", logger="embedded.services"):
             port = choose_port(taken, "GIAMSAT_EMBEDDED_MQTT_PORT", None, "the embedded broker")
         assert port != taken and port_is_free(port)
         assert f"127.0.0.1:{port}" in caplog.text and str(taken) in caplog.text

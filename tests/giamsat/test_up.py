@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from giamsat.services import free_port, port_is_free, shared_pg_base
+from embedded.services import free_port, port_is_free, shared_pg_base
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from giamsat.services import EmbeddedRabbitMQ, free_port
+from embedded.services import EmbeddedRabbitMQ, free_port
 from ingest.amqp import AckWindow, connection_parameters, declare_topology, queue_name
 from ingest.records import StoredBatch
 from ingest.service import IngestService

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from giamsat.services import free_port
+from embedded.services import free_port
 from simulators import messages as m
 from tests.ingest.helpers import Publisher, count, forget_session, register_devices, wait_for
 

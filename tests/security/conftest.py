@@ -1,5 +1,5 @@
 """A real Mosquitto, started per test with the password file and ACL that
-``giamsat.brokerconfig`` writes from this test's own registry (a fresh PostgreSQL database)."""
+``embedded.brokerconfig`` writes from this test's own registry (a fresh PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from giamsat.brokerconfig import BrokerAuthFiles, write_broker_config
-from giamsat.services import EmbeddedMosquitto, free_port
+from embedded.brokerconfig import BrokerAuthFiles, write_broker_config
+from embedded.services import EmbeddedMosquitto, free_port
 from tests.security.mqtt_peer import Peer
 
 SERVICE_USER = "giamsat"

@@ -15,7 +15,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from giamsat.brokerconfig import write_broker_config
+from embedded.brokerconfig import write_broker_config
 from tests.security.conftest import SERVICE_PASSWORD, SERVICE_USER, register_devices
 
 pytestmark = pytest.mark.services
@@ -175,8 +175,8 @@ def test_embedded_broker_auth_lets_the_simulated_fleet_in(db, tmp_path, unique_i
     """``giamsat up``'s own broker: the service, the fleet simulator and any process sharing
     ``data_dir`` (load test) find their logins and derive device secrets; a registry change that
     adds a device asks for a reload, an unchanged registry does not."""
-    from giamsat.brokerconfig import embedded_broker_auth
-    from giamsat.services import EmbeddedMosquitto, free_port
+    from embedded.brokerconfig import embedded_broker_auth
+    from embedded.services import EmbeddedMosquitto, free_port
     from tests.security.mqtt_peer import Peer
 
     d, late = f"em{unique_id}", f"el{unique_id}"

@@ -1,4 +1,4 @@
-"""``giamsat.brokerconfig`` without a broker: the hash format, issuing and storing device
+"""``embedded.brokerconfig`` without a broker: the hash format, issuing and storing device
 secrets (only hashes kept), rotation, derived secrets, the ACL text and the CLI."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from giamsat.brokerconfig import (
+from embedded.brokerconfig import (
     BrokerConfigError,
     Login,
     acl_text,

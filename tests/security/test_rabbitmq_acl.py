@@ -1,5 +1,5 @@
 """Device security on the durable broker (RabbitMQ's MQTT listener), with the users and
-permissions ``giamsat broker-config`` generates from the registry (giamsat.rabbitconfig):
+permissions ``giamsat broker-config`` generates from the registry (embedded.rabbitconfig):
 a device publishes only under its own ``em/v1/dev/{device_id}/``, reads only its own ``cmd``
 topic, cannot wipe another device's queued commands, and a client without valid credentials
 cannot connect. What a device manages to publish is read where the service reads it: the
@@ -17,9 +17,9 @@ from urllib.parse import quote
 import pika
 import pytest
 
-from giamsat import rabbitconfig
-from giamsat.brokerconfig import BrokerAuthFiles, write_broker_config
-from giamsat.services import EmbeddedRabbitMQ
+from embedded import rabbitconfig
+from embedded.brokerconfig import BrokerAuthFiles, write_broker_config
+from embedded.services import EmbeddedRabbitMQ
 from ingest.amqp import connection_parameters, queue_name
 from schema import connect
 from tests.conftest import cloned_database

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("giamsat.services")
+log = logging.getLogger("embedded.services")
 
 
 class ServiceError(RuntimeError):

@@ -33,7 +33,6 @@ atomic (a temporary file renamed over the old one), so the broker never reads ha
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import hashlib
@@ -43,21 +42,21 @@ import logging
 import os
 import re
 import secrets
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from protocol import DEVICE_ID_RE  # contract §1; also keeps %u free of + # /
+
 if TYPE_CHECKING:
     import psycopg
 
     from config import Settings
 
-log = logging.getLogger("giamsat.brokerconfig")
+log = logging.getLogger("embedded.brokerconfig")
 
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # contract §1; also keeps %u free of + # /
 SERVICE_USER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DEFAULT_SERVICE_USER = "giamsat"
 DEFAULT_SIMULATOR_USER = "giamsat-sim"
@@ -160,7 +159,7 @@ class BrokerAuthFiles:
     issued: dict[str, str] = field(default_factory=dict, repr=False)  # device id -> new secret
     devices: int = 0
     changed: bool = False  # a file differs from before: the broker must reload (SIGHUP)
-    definitions_file: Path | None = None  # RabbitMQ definitions (giamsat.rabbitconfig)
+    definitions_file: Path | None = None  # RabbitMQ definitions (embedded.rabbitconfig)
 
     def auth_lines(self, service_port: int | None = None) -> str:
         """Mosquitto config lines that switch authentication on (``EmbeddedMosquitto``)."""
@@ -321,7 +320,7 @@ def _check_ids(rows: Sequence[tuple[str, str | None]], logins: Sequence[Login]) 
     if len(set(users)) != len(users):
         raise BrokerConfigError("the service and simulator users must differ")
     for device_id, _ in rows:
-        if not DEVICE_ID_RE.match(device_id):
+        if not DEVICE_ID_RE.fullmatch(device_id):
             raise BrokerConfigError(f"device id {device_id!r} is not a valid MQTT user name")
         if device_id in users:
             # the device would get the service's rights: refuse rather than guess
@@ -337,7 +336,7 @@ def _issue(conn: psycopg.Connection, device_ids: Sequence[str]) -> dict[str, str
     """
     if not device_ids:
         return {}
-    from giamsat.rabbitconfig import rabbitmq_hash
+    from embedded.rabbitconfig import rabbitmq_hash
 
     fresh = {d: new_device_secret() for d in device_ids}
     hashes = [mosquitto_hash(fresh[d], DEVICE_ITERATIONS) for d in device_ids]
@@ -380,7 +379,7 @@ def write_broker_config(conn: psycopg.Connection, out_dir: Path, service_user: s
                         simulator: Login | None = None, shards: int = 1) -> BrokerAuthFiles:
     """Write ``out_dir/passwd`` and ``out_dir/acl`` (Mosquitto) and ``out_dir/definitions.json``
     (RabbitMQ users, permissions and the service's ``shards`` quorum queues,
-    ``giamsat.rabbitconfig``) from the ``devices`` table.
+    ``embedded.rabbitconfig``) from the ``devices`` table.
 
     Each device's password is its issued secret when it has one; otherwise
     ``device_password_fn(id)`` when given; otherwise a secret is issued now: its hash is stored
@@ -408,8 +407,9 @@ def write_broker_config(conn: psycopg.Connection, out_dir: Path, service_user: s
             if issued and write_secrets:
                 secrets_path = _write_secrets(Path(secrets_dir or out_dir), issued)
         rows = _device_rows(conn)
-        rabbit = dict(conn.execute("SELECT device_id, rabbitmq_hash FROM device_credentials "
-                                   "WHERE rabbitmq_hash IS NOT NULL").fetchall())
+        rabbit: dict[str, str] = dict(conn.execute(
+            "SELECT device_id, rabbitmq_hash FROM device_credentials "
+            "WHERE rabbitmq_hash IS NOT NULL").fetchall())
         if not conn.autocommit:
             conn.commit()
     except BaseException:
@@ -427,9 +427,9 @@ def _write_definitions(path: Path, logins: Sequence[Login],
                        device_password_fn: DevicePasswordFn | None,
                        rows: Sequence[tuple[str, str | None]], rabbit: Mapping[str, str],
                        shards: int, owner: tuple[int, int] | None) -> bool:
-    """The RabbitMQ definitions (``giamsat.rabbitconfig``) beside the Mosquitto files; True
+    """The RabbitMQ definitions (``embedded.rabbitconfig``) beside the Mosquitto files; True
     when the file changed."""
-    from giamsat.rabbitconfig import definitions, hash_for, previous_hashes, render
+    from embedded.rabbitconfig import definitions, hash_for, previous_hashes, render
 
     previous = previous_hashes(path)
     users = [(login.user, "service" if i == 0 else "simulator",
@@ -544,7 +544,7 @@ def embedded_login_url(settings: Settings, role: str) -> str:
     """The embedded broker's URL with the ``service`` or ``simulator`` login, for a process
     started without ``GIAMSAT_MQTT_URL`` (the same data_dir finds the same secrets, and the
     port ``giamsat up`` chose)."""
-    from giamsat.services import embedded_port
+    from embedded.services import embedded_port
 
     auth = embedded_broker_auth(settings.data_dir, settings.mqtt_username, settings.mqtt_password)
     login = auth.service if role == "service" else auth.simulator
@@ -561,118 +561,3 @@ def embedded_amqp_url(settings: Settings) -> str | None:
 
 
 # --- giamsat broker-config ------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``giamsat broker-config``."""
-    parser.description = (
-        "Write a Mosquitto password file (passwd) and ACL (acl), and RabbitMQ definitions "
-        "(definitions.json: users, permissions, the service's quorum queues), from the device "
-        "registry: each "
-        "device may publish only under em/v1/dev/{its id}/ and read only its own cmd topic; "
-        "the service user reads every device. Devices without a secret are issued one, stored "
-        "only as a hash; the new secrets go to a 0600 CSV file (or standard output) once, for "
-        "provisioning. Then reload the broker: SIGHUP (systemctl reload mosquitto, docker "
-        "compose kill -s HUP mosquitto).")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="directory for passwd and acl (default: GIAMSAT_DATA_DIR/broker)")
-    parser.add_argument("--service-user", default=None,
-                        help="MQTT user of the service (default: GIAMSAT_MQTT_USERNAME, the user "
-                             f"in GIAMSAT_MQTT_URL, else {DEFAULT_SERVICE_USER!r})")
-    parser.add_argument("--service-password-file", type=Path, default=None,
-                        help="file holding the service's MQTT password (default: "
-                             "GIAMSAT_MQTT_PASSWORD, the password in GIAMSAT_MQTT_URL, else a "
-                             "random one kept in OUT/service.secret)")
-    parser.add_argument("--print-device-secrets", action="store_true",
-                        help="print newly issued device secrets as CSV on standard output "
-                             "instead of writing OUT/device-secrets-*.csv")
-    parser.add_argument("--secrets-dir", type=Path, default=None,
-                        help="directory for the device-secrets CSV (default: OUT)")
-    parser.add_argument("--rotate", action="append", default=[], metavar="DEVICE_ID",
-                        help="issue a new secret to this device (repeatable); the old one stops "
-                             "working at the broker's next reload")
-    parser.add_argument("--derive-key-file", type=Path, default=None,
-                        help="devices without an issued secret get HMAC(key, id) instead of a new "
-                             "secret (single-host test setups only)")
-    parser.add_argument("--simulator-user", default=None, metavar="NAME",
-                        help="also add a load-generator user that may publish as ANY device, "
-                             "password in OUT/simulator.secret (test setups only, never a fleet "
-                             "in the field)")
-    parser.add_argument("--shards", type=int, default=None,
-                        help="RabbitMQ: the service's quorum queues in definitions.json "
-                             "(default: GIAMSAT_WORKERS)")
-    parser.add_argument("--chown", default=None, metavar="UID[:GID]",
-                        help="give passwd and acl to the broker's account, e.g. 1883:1883 for the "
-                             "eclipse-mosquitto image (needs root)")
-
-
-def _service_login(args: argparse.Namespace, settings: Settings, out: Path) -> tuple[str, str]:
-    from config.mqtt import parse_mqtt_url
-
-    url = parse_mqtt_url(settings.mqtt_url) if settings.mqtt_url else None
-    user = (args.service_user or settings.mqtt_username
-            or (url.username if url else None) or DEFAULT_SERVICE_USER)
-    if args.service_password_file is not None:
-        password = args.service_password_file.read_text().strip()
-    else:
-        password = (settings.mqtt_password
-                    or (url.password if url else None)
-                    or load_or_create_secret(out / "service.secret"))
-    if not password:
-        raise BrokerConfigError("the service password is empty")
-    return user, password
-
-
-def _parse_owner(spec: str | None) -> tuple[int, int] | None:
-    if spec is None:
-        return None
-    import grp
-    import pwd
-
-    user, _, group = spec.partition(":")
-    uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
-    if not group:
-        return uid, (pwd.getpwuid(uid).pw_gid if not user.isdigit() else uid)
-    return uid, int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    """``giamsat broker-config``: write the files, report what was issued; 0 on success."""
-    from giamsat.app import open_database
-
-    out = Path(args.out or settings.data_dir / "broker")
-    try:
-        user, password = _service_login(args, settings, out)
-        fn = None
-        if args.derive_key_file is not None:
-            fn = derived_device_password(load_or_create_secret(args.derive_key_file).encode())
-        with open_database(settings) as conn:
-            simulator = None
-            if args.simulator_user:
-                simulator = Login(args.simulator_user,
-                                  load_or_create_secret(out / "simulator.secret"))
-            files = write_broker_config(
-                conn, out, user, password, fn, secrets_dir=args.secrets_dir,
-                write_secrets=not args.print_device_secrets, rotate=args.rotate,
-                owner=_parse_owner(args.chown), simulator=simulator,
-                shards=max(1, args.shards or settings.workers))
-    except (BrokerConfigError, OSError, KeyError) as exc:
-        print(f"giamsat broker-config: {exc}", file=sys.stderr)
-        return 1
-    _report(files, user, args.print_device_secrets)
-    return 0
-
-
-def _report(files: BrokerAuthFiles, user: str, to_stdout: bool) -> None:
-    err = sys.stderr
-    print(f"wrote {files.password_file} ({files.devices} device(s) + service user {user!r}) "
-          f"and {files.acl_file}{'' if files.changed else ' (unchanged)'}", file=err)
-    if files.issued and to_stdout:
-        sys.stdout.write(secrets_csv(files.issued))
-    elif files.issued:
-        print(f"issued secrets to {len(files.issued)} new device(s): {files.device_passwords_path}"
-              " (mode 0600): provision the devices with them, then delete the file; only "
-              "hashes are kept", file=err)
-    if files.changed:
-        print("reload the broker to apply: SIGHUP (e.g. systemctl reload mosquitto, or "
-              "docker compose kill -s HUP mosquitto); RabbitMQ: rabbitmqctl import_definitions "
-              f"{files.definitions_file}", file=err)

@@ -26,8 +26,8 @@ import psycopg
 
 from config import Settings
 from config.mqtt import PUBLISH_WINDOW, parse_mqtt_url
-from giamsat.brokerconfig import embedded_login_url
-from giamsat.services import embedded_port
+from embedded.brokerconfig import embedded_login_url
+from embedded.services import embedded_port
 
 # A load-test supervisee's home is scattered over this box (the demo province, Bắc Ninh),
 # its residence zone a 64-gon of RESIDENCE_RADIUS_M around it; violators move VIOLATION_M out.
@@ -255,12 +255,14 @@ class AlertWatch:
 def _count_stored(conn: psycopg.Connection, since: float) -> int:
     row = conn.execute("SELECT count(*) FROM fixes WHERE received_at >= to_timestamp(%s) "
                        "AND device_id LIKE 'lt-d-%%'", (since,)).fetchone()
+    assert row is not None
     return int(row[0])
 
 
 def _count_dead(conn: psycopg.Connection, since: float) -> int:
     row = conn.execute("SELECT count(*) FROM dead_letters WHERE received_at >= to_timestamp(%s)",
                        (since,)).fetchone()
+    assert row is not None
     return int(row[0])
 
 
