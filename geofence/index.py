@@ -678,38 +678,38 @@ class ZoneIndex:
         firsts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
         bound = np.minimum(bound, np.minimum.reduceat(upper, firsts))
         keep = np.flatnonzero(lower <= bound[owner])
-        count = pc[keep, 7].astype(np.intp)
-        who = np.repeat(owner[keep], count)  # ascending, every point present
-        first = np.take(self.vert_off, rows)[owner[keep]] + pc[keep, 6].astype(np.intp)
-        i = _ranges(first, count)  # first vertex of each edge
-        return self._nearest_on_edges(i, who, z, px, py, lon, lat)
+        owner = owner[keep]
+        first = np.take(self.vert_off, rows)[owner] + pc[keep, 6].astype(np.intp)
+        return self._nearest_on_pieces(first, pc[keep, 7].astype(np.intp), owner, z, lon, lat)
 
-    def _nearest_on_edges(
-        self, i: IntArray, who: IntArray, z: FloatArray, px: FloatArray, py: FloatArray,
-        lon: FloatArray, lat: FloatArray,
+    def _nearest_on_pieces(
+        self, first: IntArray, edges: IntArray, owner: IntArray, z: FloatArray, lon: FloatArray,
+        lat: FloatArray,
     ) -> FloatArray:  # fmt: skip
-        """Vincenty metres from each point to the nearest point of its candidate edges (edge
-        from vertex i to i + 1, `who` ascending: the point's index); the first edge wins a tie."""
-        ax, ay = self._frame_xy(i, who, z)
-        bx, by = self._frame_xy(i + 1, who, z)
-        ax, ay, dx, dy = ax - px[who], ay - py[who], bx - ax, by - ay
-        l2 = dx * dx + dy * dy
-        t = np.clip(-(ax * dx + ay * dy) / np.where(l2 > 0, l2, 1.0), 0.0, 1.0)
-        d2 = (ax + t * dx) ** 2 + (ay + t * dy) ** 2
+        """Vincenty metres from each point to the nearest point of its candidate pieces (piece:
+        `edges` edges from vertex `first`; `owner` ascending: the point's index, every point
+        present), found in the frame's scales; the first edge wins a tie."""
+        n = edges + 1  # vertices per piece: one gather of them, edges between neighbours
+        who = np.repeat(owner, n)
+        v = np.take(self.vertices.data, _ranges(first, n), axis=0)
+        kx, ky = z[:, 2][who], z[:, 3][who]
+        x = (v[:, 0] - lon[who]) * kx  # metres east of the point, in the frame's scale
+        y = (v[:, 1] - lat[who]) * ky
+        dx, dy, d2 = _edge_distances2(x, y)
+        ends = np.cumsum(n) - 1  # a piece's last vertex: no edge to the next piece's first
+        d2[ends[:-1]] = np.inf
         d2[~np.isfinite(d2)] = np.inf  # "edges" across a ring separator
-        firsts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
-        low = np.minimum.reduceat(d2, firsts)
-        at = np.flatnonzero(d2 <= low[who])
-        best = at[np.r_[True, who[at][1:] != who[at][:-1]]]  # one per point, in order
-        nx = (ax[best] + t[best] * dx[best] + px) / z[:, 2] + z[:, 0]
-        ny = (ay[best] + t[best] * dy[best] + py) / z[:, 3] + z[:, 1]
+        d2 = np.append(d2, np.inf)
+        at = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        starts = (ends - n + 1)[at]  # each point's first vertex
+        low = np.minimum.reduceat(d2, starts)
+        hit = np.flatnonzero(d2 <= low[who])
+        best = hit[np.r_[True, who[hit][1:] != who[hit][:-1]]]  # one per point, in order
+        bx, by, bdx, bdy = x[best], y[best], dx[best], dy[best]
+        t = np.clip(-(bx * bdx + by * bdy) / np.maximum(bdx * bdx + bdy * bdy, 1e-300), 0.0, 1.0)
+        nx = lon + (bx + t * bdx) / z[:, 2]
+        ny = lat + (by + t * bdy) / z[:, 3]
         return vincenty(lon, lat, nx, ny)
-
-    def _frame_xy(
-        self, i: NDArray[np.intp], who: NDArray[np.intp], z: FloatArray
-    ) -> tuple[FloatArray, FloatArray]:
-        v = self.vertices.data[i]
-        return (v[:, 0] - z[who, 0]) * z[who, 2], (v[:, 1] - z[who, 1]) * z[who, 3]
 
 
 def _boxes(
