@@ -783,10 +783,15 @@ def _fresh(
     t = np.asarray(ts, dtype=np.int64)
     x, y = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
     a = np.asarray(acc, dtype=np.float64)
-    known = np.flatnonzero(sidx >= 0)
-    order = known[_order(sidx[known], t[known])]
-    sidx, t, x, y, a = sidx[order], t[order], x[order], y[order], a[order]
-    keep = (t > decided[sidx]) & np.r_[True, (sidx[1:] != sidx[:-1]) | (t[1:] != t[:-1])]
+    if len(sidx) and sidx.min() < 0:  # unknown supervisees: left out before sorting
+        known = np.flatnonzero(sidx >= 0)
+        sidx, t, x, y, a = sidx[known], t[known], x[known], y[known], a[known]
+    order, sidx, t = _order(sidx, t)
+    x, y, a = x[order], y[order], a[order]
+    keep = t > decided[sidx]
+    keep[1:] &= (sidx[1:] != sidx[:-1]) | (t[1:] != t[:-1])
+    if keep.all():
+        return sidx, t, x, y, a
     if not keep.any():
         return None
     return sidx[keep], t[keep], x[keep], y[keep], a[keep]
@@ -895,18 +900,21 @@ class _StatesView(Mapping[str, State]):
         return len(self._fence.index.supervisee_ids)
 
 
-def _order(sidx: NDArray[np.intp], ts: NDArray[np.int64]) -> NDArray[np.intp]:
-    """Permutation sorting by (supervisee, ts), stable: a radix sort on the supervisee when the
-    index fits 16 bits and fixes already arrive in ts order per device (the common case)."""
+def _order(
+    sidx: NDArray[np.intp], ts: NDArray[np.int64]
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
+    """Permutation sorting by (supervisee, ts), stable, and both columns in that order: a radix
+    sort on the supervisee when the index fits 16 bits and fixes already arrive in ts order per
+    device (the common case)."""
     if not len(sidx):
-        return np.arange(0, dtype=np.intp)
+        return np.arange(0, dtype=np.intp), sidx, ts
     if sidx.max() < 1 << 16:
         order = np.argsort(sidx.astype(np.uint16), kind="stable")
         s, t = sidx[order], ts[order]
-        same = s[1:] == s[:-1]
-        if not np.any(same & (t[1:] < t[:-1])):
-            return order
-    return np.lexsort((ts, sidx))
+        if not np.any((s[1:] == s[:-1]) & (t[1:] < t[:-1])):
+            return order, s, t
+    order = np.lexsort((ts, sidx))
+    return order, sidx[order], ts[order]
 
 
 def _local_date(ms: int, tz: str) -> date:
