@@ -38,6 +38,7 @@ FRAME_PIECE = 16  # edges per piece of a zone's boundary for far distances
 FRAME_GROUP = 16  # pieces per group (the first level of the far-distance search)
 FRAME_CACHE = 1 << 25  # zone vertices whose pieces are kept for far distances (~3 B each)
 P_CACHED = 4  # column of `_pool_rows`: the zone's pieces are in the pool
+FAR_CHUNK = 256  # far points per pass (~40k pieces and vertices: the temporaries stay in L2)
 NEAR_CHUNK = 1024  # near pairs per pass (~20k candidate edges: the temporaries stay in L2)
 IntArray = NDArray[np.intp]
 FloatArray = NDArray[np.float64]
@@ -602,10 +603,10 @@ class ZoneIndex:
         return dist, done
 
     def _far_distances(self, rows: IntArray, lon: FloatArray, lat: FloatArray) -> FloatArray:
-        """Metres from points to their zones' boundaries at any distance. Polygons: GEOS finds
-        the nearest boundary point in the zone's metric frame (cached per zone), Vincenty
-        measures the geodesic to it (a slightly distorted frame moves the nearest point, so
-        the distance, stationary there, only to second order)."""
+        """Metres from points to their zones' boundaries at any distance. Polygons: the nearest
+        boundary point in the zone's metric frame (pieces cached per zone), Vincenty measures
+        the geodesic to it (a slightly distorted frame moves the nearest point, so the
+        distance, stationary there, only to second order); FAR_CHUNK points at a time."""
         out = np.empty(len(rows))
         c = np.take(self.circle, rows, axis=0)
         circ = ~np.isnan(c[:, 2])
@@ -613,7 +614,9 @@ class ZoneIndex:
             out[circ] = np.abs(vincenty(lon[circ], lat[circ], c[circ, 0], c[circ, 1]) - c[circ, 2])
         poly = np.flatnonzero(~circ)
         if len(poly):
-            out[poly] = self._nearest_geodesic(rows[poly], lon[poly], lat[poly])
+            for a in range(0, len(poly), FAR_CHUNK):
+                p = poly[a : a + FAR_CHUNK]
+                out[p] = self._nearest_geodesic(rows[p], lon[p], lat[p])
         return out
 
     def _frame_of(self, rows: IntArray) -> FloatArray:
