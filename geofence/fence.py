@@ -633,12 +633,7 @@ class Fence:
         j_all, g_all, i_all = j_all[order], g_all[order], i_all[order]
         sup = idx[g_all]
         dist = ev.dist_m[j_all, i_all].astype(np.float64)
-        far = ~np.isfinite(dist)
-        if far.any():
-            rows = self.index.slots[j_all[far], sup[far]]
-            dist[far], _ = self.index.signed_distance(
-                rows, lon[i_all[far]], lat[i_all[far]], exact=True
-            )
+        self._measure_far(dist, j_all, sup, lon[i_all], lat[i_all])
         active = events.active[order]
         cols = zip(gs[g_all].tolist(), sup.tolist(), j_all.tolist(), ts[i_all].tolist(),
                    lon[i_all].tolist(), lat[i_all].tolist(), acc[i_all].tolist(), active.tolist(),
@@ -654,6 +649,23 @@ class Fence:
                     "confirmed" if act else "compliant",
                 ))  # fmt: skip
         return out
+
+    def _measure_far(
+        self, dist: NDArray[np.float64], slot: NDArray[np.intp], sup: NDArray[np.intp],
+        lon: NDArray[np.float64], lat: NDArray[np.float64],
+    ) -> None:  # fmt: skip
+        """Replace the ±inf distances (beyond the decision band) by the zone's exact metres.
+        The kernel's side is the zone's own unless a permit's destination extended the zone
+        (min of the two distances): those are located again."""
+        far = np.flatnonzero(~np.isfinite(dist))
+        if not len(far):
+            return
+        rows = self.index.slots[slot[far], sup[far]]
+        known = ~self.index.has_permit[sup[far]]
+        k, u = far[known], far[~known]
+        dist[k] = np.sign(dist[k]) * self.index.far_distances(rows[known], lon[k], lat[k])
+        if len(u):
+            dist[u], _ = self.index.signed_distance(rows[~known], lon[u], lat[u], exact=True)
 
     def _advance_quiet(
         self, group: NDArray[np.intp], last: NDArray[np.intp], ts: NDArray[np.int64],
@@ -923,15 +935,16 @@ def _order(
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
     """Permutation sorting by (supervisee, ts), stable, and both columns in that order. When
     the index fits 16 bits: a radix sort on the supervisee if fixes already arrive in ts order
-    per device (the common case), else one sort of a packed (supervisee, ts) key (the stable
-    sort only when two fixes share both)."""
+    per device (the common case: tried when the batch is mostly in ts order), else one sort of
+    a packed (supervisee, ts) key (the stable sort only when two fixes share both)."""
     if not len(sidx):
         return np.arange(0, dtype=np.intp), sidx, ts
     if sidx.max() < 1 << 16:
-        order = np.argsort(sidx.astype(np.uint16), kind="stable")
-        s, t = sidx[order], ts[order]
-        if not np.any((s[1:] == s[:-1]) & (t[1:] < t[:-1])):
-            return order, s, t
+        if np.count_nonzero(ts[1:] < ts[:-1]) * 4 < len(ts):  # near arrival order: try radix
+            order = np.argsort(sidx.astype(np.uint16), kind="stable")
+            s, t = sidx[order], ts[order]
+            if not np.any((s[1:] == s[:-1]) & (t[1:] < t[:-1])):
+                return order, s, t
         t0 = int(ts.min())
         if int(ts.max()) - t0 < 1 << 47:  # ~4,400 years of ms: the key fits 63 bits
             key = (sidx.astype(np.int64) << 47) | (ts - t0)

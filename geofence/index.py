@@ -598,11 +598,11 @@ class ZoneIndex:
             )
         if exact and not done.all():
             todo = np.flatnonzero(~done)
-            dist[todo] = np.sign(dist[todo]) * self._far_distances(rows[todo], lon[todo], lat[todo])
+            dist[todo] = np.sign(dist[todo]) * self.far_distances(rows[todo], lon[todo], lat[todo])
             done[todo] = True
         return dist, done
 
-    def _far_distances(self, rows: IntArray, lon: FloatArray, lat: FloatArray) -> FloatArray:
+    def far_distances(self, rows: IntArray, lon: FloatArray, lat: FloatArray) -> FloatArray:
         """Metres from points to their zones' boundaries at any distance. Polygons: the nearest
         boundary point in the zone's metric frame (pieces cached per zone), Vincenty measures
         the geodesic to it (a slightly distorted frame moves the nearest point, so the

@@ -302,7 +302,8 @@ def test_a_permit_ending_outside_the_curfew_window_makes_no_overrun():
 
 @pytest.mark.parametrize(
     ("supervisees", "span", "in_order"),
-    [(50, 10**6, True), (50, 10**6, False), (50, 20, False), (70_000, 10**6, False),
+    [(50, 10**6, True), (50, 10**6, False), (50, 20, False), (50, 20, True),
+     (70_000, 10**6, False),
      (50, 1 << 50, False)],
 )  # fmt: skip
 def test_batch_sort_is_the_stable_sort_by_supervisee_then_ts(supervisees, span, in_order):
