@@ -126,7 +126,7 @@ class Fence:
         self._exclusion = np.zeros((1, 16), dtype=bool)
         self._scheduled = np.zeros((1, 16), dtype=bool)
         self._pending: set[int] = set()  # zones may have changed: re-decide at the next tick
-        self._changed: set[int] = set()
+        self._changed = np.zeros(16, dtype=bool)  # per index: state changed since the drain
         self.vectorised = True  # False: every busy supervisee through `step` (the reference)
 
     # ---- registry ------------------------------------------------------------------------
@@ -183,7 +183,7 @@ class Fence:
         state = self._table.get(idx, tuple(metas))
         _, out = close_removed(state, supervisee_id, set(), now_ms, metas)
         self._table.clear(idx)
-        self._changed.discard(idx)
+        self._changed[idx] = False
         self._nzones[idx], self._timed[idx] = 0, False
         self.index.remove_supervisee(supervisee_id)
         self._supervisees.pop(supervisee_id, None)
@@ -250,6 +250,7 @@ class Fence:
             self._boundary = np.r_[self._boundary, np.full(n, NO_BOUNDARY)]
             self._nzones = np.r_[self._nzones, np.zeros(n, np.intp)]
             self._timed = np.r_[self._timed, np.zeros(n, bool)]
+            self._changed = np.r_[self._changed, np.zeros(n, bool)]
         for name, fill in (
             ("_fp", 0),
             ("_confirm", 1),
@@ -272,7 +273,7 @@ class Fence:
     def _store(self, idx: int, state: State, schedule: bool = True) -> None:
         """Keep a state (and, if `schedule`, find the supervisee's next boundary)."""
         self._table.put(idx, self._zone_ids(idx), state)
-        self._changed.add(idx)
+        self._changed[idx] = True
         if schedule:
             self._boundary[idx] = self._next_boundary(idx, state)
 
@@ -354,9 +355,9 @@ class Fence:
 
     def drain_changed(self) -> dict[str, bytes]:
         """Serialised states changed since the last call (to persist in one statement)."""
-        out = {self.index.id_of(i): self._get(i).to_bytes() for i in sorted(self._changed)
-               if self.index.has_index(i)}  # fmt: skip
-        self._changed.clear()
+        out = {self.index.id_of(i): self._get(i).to_bytes()
+               for i in np.flatnonzero(self._changed).tolist() if self.index.has_index(i)}  # fmt: skip
+        self._changed[:] = False
         return out
 
     def count_late(self, supervisees: Sequence[str] | ArrayLike, ts: ArrayLike) -> int:
@@ -687,7 +688,7 @@ class Fence:
         if t.base:
             for i in group.tolist():
                 t.base.pop(i, None)
-        self._changed.update(group.tolist())
+        self._changed[group] = True
 
     def _decisions(
         self, g: int, c: slice, ev: Evaluation, ts: NDArray[np.int64], lon: NDArray[np.float64],
