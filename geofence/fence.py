@@ -42,8 +42,10 @@ there; tests check both give the same transitions and states).
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -124,7 +126,7 @@ class Fence:
         self._exclusion = np.zeros((1, 16), dtype=bool)
         self._scheduled = np.zeros((1, 16), dtype=bool)
         self._pending: set[int] = set()  # zones may have changed: re-decide at the next tick
-        self._changed: set[int] = set()
+        self._changed = np.zeros(16, dtype=bool)  # per index: state changed since the drain
         self.vectorised = True  # False: every busy supervisee through `step` (the reference)
 
     # ---- registry ------------------------------------------------------------------------
@@ -181,7 +183,7 @@ class Fence:
         state = self._table.get(idx, tuple(metas))
         _, out = close_removed(state, supervisee_id, set(), now_ms, metas)
         self._table.clear(idx)
-        self._changed.discard(idx)
+        self._changed[idx] = False
         self._nzones[idx], self._timed[idx] = 0, False
         self.index.remove_supervisee(supervisee_id)
         self._supervisees.pop(supervisee_id, None)
@@ -248,6 +250,7 @@ class Fence:
             self._boundary = np.r_[self._boundary, np.full(n, NO_BOUNDARY)]
             self._nzones = np.r_[self._nzones, np.zeros(n, np.intp)]
             self._timed = np.r_[self._timed, np.zeros(n, bool)]
+            self._changed = np.r_[self._changed, np.zeros(n, bool)]
         for name, fill in (
             ("_fp", 0),
             ("_confirm", 1),
@@ -270,7 +273,7 @@ class Fence:
     def _store(self, idx: int, state: State, schedule: bool = True) -> None:
         """Keep a state (and, if `schedule`, find the supervisee's next boundary)."""
         self._table.put(idx, self._zone_ids(idx), state)
-        self._changed.add(idx)
+        self._changed[idx] = True
         if schedule:
             self._boundary[idx] = self._next_boundary(idx, state)
 
@@ -352,9 +355,9 @@ class Fence:
 
     def drain_changed(self) -> dict[str, bytes]:
         """Serialised states changed since the last call (to persist in one statement)."""
-        out = {self.index.id_of(i): self._get(i).to_bytes() for i in sorted(self._changed)
-               if self.index.has_index(i)}  # fmt: skip
-        self._changed.clear()
+        out = {self.index.id_of(i): self._get(i).to_bytes()
+               for i in np.flatnonzero(self._changed).tolist() if self.index.has_index(i)}  # fmt: skip
+        self._changed[:] = False
         return out
 
     def count_late(self, supervisees: Sequence[str] | ArrayLike, ts: ArrayLike) -> int:
@@ -631,26 +634,39 @@ class Fence:
         j_all, g_all, i_all = j_all[order], g_all[order], i_all[order]
         sup = idx[g_all]
         dist = ev.dist_m[j_all, i_all].astype(np.float64)
-        far = ~np.isfinite(dist)
-        if far.any():
-            rows = self.index.slots[j_all[far], sup[far]]
-            dist[far], _ = self.index.signed_distance(
-                rows, lon[i_all[far]], lat[i_all[far]], exact=True
-            )
+        self._measure_far(dist, j_all, sup, lon[i_all], lat[i_all])
         active = events.active[order]
         cols = zip(gs[g_all].tolist(), sup.tolist(), j_all.tolist(), ts[i_all].tolist(),
                    lon[i_all].tolist(), lat[i_all].tolist(), acc[i_all].tolist(), active.tolist(),
                    events.alert_type[order].tolist(), events.count[order].tolist(),
                    events.since[order].tolist(), dist.tolist(), strict=True)  # fmt: skip
-        for g, sp, j, t, x, y, a, act, typ, count, since, d in cols:
-            meta = self._metas[sp][j]
-            out.setdefault(g, []).append(Transition(
-                self.index.id_of(sp), meta.zone_id, ALERT_TYPES[typ], act, t, x, y,
-                d if meta.kind == "inclusion" else -d, a, meta.margin_m, count, since,
-                meta.escalate_after_s, meta.purpose, meta.kind,
-                "confirmed" if act else "compliant",
-            ))  # fmt: skip
+        with _collection_paused():
+            for g, sp, j, t, x, y, a, act, typ, count, since, d in cols:
+                meta = self._metas[sp][j]
+                out.setdefault(g, []).append(Transition(
+                    self.index.id_of(sp), meta.zone_id, ALERT_TYPES[typ], act, t, x, y,
+                    d if meta.kind == "inclusion" else -d, a, meta.margin_m, count, since,
+                    meta.escalate_after_s, meta.purpose, meta.kind,
+                    "confirmed" if act else "compliant",
+                ))  # fmt: skip
         return out
+
+    def _measure_far(
+        self, dist: NDArray[np.float64], slot: NDArray[np.intp], sup: NDArray[np.intp],
+        lon: NDArray[np.float64], lat: NDArray[np.float64],
+    ) -> None:  # fmt: skip
+        """Replace the ±inf distances (beyond the decision band) by the zone's exact metres.
+        The kernel's side is the zone's own unless a permit's destination extended the zone
+        (min of the two distances): those are located again."""
+        far = np.flatnonzero(~np.isfinite(dist))
+        if not len(far):
+            return
+        rows = self.index.slots[slot[far], sup[far]]
+        known = ~self.index.has_permit[sup[far]]
+        k, u = far[known], far[~known]
+        dist[k] = np.sign(dist[k]) * self.index.far_distances(rows[known], lon[k], lat[k])
+        if len(u):
+            dist[u], _ = self.index.signed_distance(rows[~known], lon[u], lat[u], exact=True)
 
     def _advance_quiet(
         self, group: NDArray[np.intp], last: NDArray[np.intp], ts: NDArray[np.int64],
@@ -672,7 +688,7 @@ class Fence:
         if t.base:
             for i in group.tolist():
                 t.base.pop(i, None)
-        self._changed.update(group.tolist())
+        self._changed[group] = True
 
     def _decisions(
         self, g: int, c: slice, ev: Evaluation, ts: NDArray[np.int64], lon: NDArray[np.float64],
@@ -783,13 +799,33 @@ def _fresh(
     t = np.asarray(ts, dtype=np.int64)
     x, y = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
     a = np.asarray(acc, dtype=np.float64)
-    known = np.flatnonzero(sidx >= 0)
-    order = known[_order(sidx[known], t[known])]
-    sidx, t, x, y, a = sidx[order], t[order], x[order], y[order], a[order]
-    keep = (t > decided[sidx]) & np.r_[True, (sidx[1:] != sidx[:-1]) | (t[1:] != t[:-1])]
+    if len(sidx) and sidx.min() < 0:  # unknown supervisees: left out before sorting
+        known = np.flatnonzero(sidx >= 0)
+        sidx, t, x, y, a = sidx[known], t[known], x[known], y[known], a[known]
+    order, sidx, t = _order(sidx, t)
+    x, y, a = x[order], y[order], a[order]
+    keep = t > decided[sidx]
+    keep[1:] &= (sidx[1:] != sidx[:-1]) | (t[1:] != t[:-1])
+    if keep.all():
+        return sidx, t, x, y, a
     if not keep.any():
         return None
     return sidx[keep], t[keep], x[keep], y[keep], a[keep]
+
+
+@contextmanager
+def _collection_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused while many acyclic transitions are built that all
+    survive the call: collections triggered by them would promote them and can start a full
+    collection of the caller's whole heap (~0.25 s of a 1 M-fix batch with the benchmark's
+    heap). A caller that paused it already keeps it paused."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _no_entries() -> Entries:
@@ -895,18 +931,31 @@ class _StatesView(Mapping[str, State]):
         return len(self._fence.index.supervisee_ids)
 
 
-def _order(sidx: NDArray[np.intp], ts: NDArray[np.int64]) -> NDArray[np.intp]:
-    """Permutation sorting by (supervisee, ts), stable: a radix sort on the supervisee when the
-    index fits 16 bits and fixes already arrive in ts order per device (the common case)."""
+def _order(
+    sidx: NDArray[np.intp], ts: NDArray[np.int64]
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
+    """Permutation sorting by (supervisee, ts), stable, and both columns in that order. When
+    the index fits 16 bits: a radix sort on the supervisee if fixes already arrive in ts order
+    per device (the common case: tried when the batch is mostly in ts order), else one sort of
+    a packed (supervisee, ts) key (the stable sort only when two fixes share both)."""
     if not len(sidx):
-        return np.arange(0, dtype=np.intp)
+        return np.arange(0, dtype=np.intp), sidx, ts
     if sidx.max() < 1 << 16:
-        order = np.argsort(sidx.astype(np.uint16), kind="stable")
-        s, t = sidx[order], ts[order]
-        same = s[1:] == s[:-1]
-        if not np.any(same & (t[1:] < t[:-1])):
-            return order
-    return np.lexsort((ts, sidx))
+        if np.count_nonzero(ts[1:] < ts[:-1]) * 4 < len(ts):  # near arrival order: try radix
+            order = np.argsort(sidx.astype(np.uint16), kind="stable")
+            s, t = sidx[order], ts[order]
+            if not np.any((s[1:] == s[:-1]) & (t[1:] < t[:-1])):
+                return order, s, t
+        t0 = int(ts.min())
+        if int(ts.max()) - t0 < 1 << 47:  # ~4,400 years of ms: the key fits 63 bits
+            key = (sidx.astype(np.int64) << 47) | (ts - t0)
+            order = np.argsort(key)
+            k = key[order]
+            if np.any(k[1:] == k[:-1]):  # repeats keep their arrival order
+                order = np.argsort(key, kind="stable")
+            return order, sidx[order], ts[order]
+    order = np.lexsort((ts, sidx))
+    return order, sidx[order], ts[order]
 
 
 def _local_date(ms: int, tz: str) -> date:

@@ -35,7 +35,10 @@ LON_REF, LAT_REF = 105.0, 15.0  # float32 offsets from here keep ~0.1 m anywhere
 EXCLUSION_BIT = 0x8000  # set in the cell values of exclusion zones
 VALUE_MASK = 0x7FFF
 FRAME_PIECE = 16  # edges per piece of a zone's boundary for far distances
-FRAME_CACHE = 1 << 25  # zone vertices whose pieces' boxes are kept for far distances (~2 B each)
+FRAME_GROUP = 16  # pieces per group (the first level of the far-distance search)
+FRAME_CACHE = 1 << 25  # zone vertices whose pieces are kept for far distances (~3 B each)
+P_CACHED = 4  # column of `_pool_rows`: the zone's pieces are in the pool
+FAR_CHUNK = 256  # far points per pass (~40k pieces and vertices: the temporaries stay in L2)
 NEAR_CHUNK = 1024  # near pairs per pass (~20k candidate edges: the temporaries stay in L2)
 IntArray = NDArray[np.intp]
 FloatArray = NDArray[np.float64]
@@ -115,9 +118,10 @@ class ZoneIndex:
         self.slots = np.zeros((1, 16), dtype=np.intp)
         self.has_permit = np.zeros(16, dtype=bool)
         self._init_rows(64)
-        self._pool_rows = np.zeros((64, 7))  # per row: frame and pieces (col 6: cached)
-        self._pool_box = np.full((0, 4), np.nan)
-        self._pool_n = 0
+        self._pool_rows = np.zeros((64, 8))  # per row: frame, pieces (P_* columns)
+        self._pool_box = np.full((0, 8), np.nan)  # pieces: box, first vertex, first edge, edges
+        self._pool_grp = np.full((0, 8), np.nan)  # groups: box, first vertex, first piece, pieces
+        self._pool_n = self._pool_g = self._pool_v = 0  # pieces, groups, vertices cached
         self._init_slabs()
         self._free_rows.remove(0)
         self._store_no_zone()
@@ -164,7 +168,7 @@ class ZoneIndex:
             else:
                 new[:cap] = prev
         self._rows[:cap] = rows
-        pool = np.zeros((2 * cap, 7))
+        pool = np.zeros((2 * cap, self._pool_rows.shape[1]))
         pool[:cap] = self._pool_rows
         self._pool_rows = pool
         self._free_rows = list(range(2 * cap - 1, cap - 1, -1))
@@ -211,7 +215,7 @@ class ZoneIndex:
                         (self.spans, row.n_near), (self.vertices, row.n_vert)):  # fmt: skip
             slab.release(n)
         self._rows[r] = None
-        self._pool_rows[r, 6] = 0
+        self._pool_rows[r, P_CACHED] = 0
         self.sched[r] = -1
         self._free_rows.append(r)
 
@@ -594,15 +598,15 @@ class ZoneIndex:
             )
         if exact and not done.all():
             todo = np.flatnonzero(~done)
-            dist[todo] = np.sign(dist[todo]) * self._far_distances(rows[todo], lon[todo], lat[todo])
+            dist[todo] = np.sign(dist[todo]) * self.far_distances(rows[todo], lon[todo], lat[todo])
             done[todo] = True
         return dist, done
 
-    def _far_distances(self, rows: IntArray, lon: FloatArray, lat: FloatArray) -> FloatArray:
-        """Metres from points to their zones' boundaries at any distance. Polygons: GEOS finds
-        the nearest boundary point in the zone's metric frame (cached per zone), Vincenty
-        measures the geodesic to it (a slightly distorted frame moves the nearest point, so
-        the distance, stationary there, only to second order)."""
+    def far_distances(self, rows: IntArray, lon: FloatArray, lat: FloatArray) -> FloatArray:
+        """Metres from points to their zones' boundaries at any distance. Polygons: the nearest
+        boundary point in the zone's metric frame (pieces cached per zone), Vincenty measures
+        the geodesic to it (a slightly distorted frame moves the nearest point, so the
+        distance, stationary there, only to second order); FAR_CHUNK points at a time."""
         out = np.empty(len(rows))
         c = np.take(self.circle, rows, axis=0)
         circ = ~np.isnan(c[:, 2])
@@ -610,22 +614,28 @@ class ZoneIndex:
             out[circ] = np.abs(vincenty(lon[circ], lat[circ], c[circ, 0], c[circ, 1]) - c[circ, 2])
         poly = np.flatnonzero(~circ)
         if len(poly):
-            out[poly] = self._nearest_geodesic(rows[poly], lon[poly], lat[poly])
+            for a in range(0, len(poly), FAR_CHUNK):
+                p = poly[a : a + FAR_CHUNK]
+                out[p] = self._nearest_geodesic(rows[p], lon[p], lat[p])
         return out
 
     def _frame_of(self, rows: IntArray) -> FloatArray:
-        """Per row: lon0, lat0, kx, ky of its metric frame (its bounding box's centre), first
-        piece and pieces (of FRAME_PIECE edges, with their boxes in the frame) in the pool."""
-        missing = [r for r in np.unique(rows).tolist() if not self._pool_rows[r, 6]]
-        if missing and self._pool_n + sum(self._rows[r].n_vert for r in missing) > FRAME_CACHE:  # type: ignore[union-attr]
-            self._pool_rows[:, 6] = 0  # restart the pool (between calls, never within one)
-            self._pool_n = 0
-            missing = np.unique(rows).tolist()
+        """Per row (`_pool_rows` columns): lon0, lat0, kx, ky of its metric frame (its bounding
+        box's centre), cached flag, vertices, and its first group and groups in the pool."""
+        u = np.unique(rows)
+        missing = u[self._pool_rows[u, P_CACHED] == 0].tolist()
+        need = sum(self._rows[r].n_vert for r in missing)  # type: ignore[union-attr]
+        if missing and self._pool_v + need > FRAME_CACHE:
+            self._pool_rows[:, P_CACHED] = 0  # restart the pool (between calls, never within one)
+            self._pool_v = self._pool_n = self._pool_g = 0
+            missing = u.tolist()
         for r in missing:
             self._add_frame(r)
         return self._pool_rows[rows]
 
     def _add_frame(self, r: int) -> None:
+        """Cache the zone's frame, its pieces of FRAME_PIECE edges (box, first vertex, first
+        edge, edges) and its groups of FRAME_GROUP pieces (box, first vertex, pieces)."""
         row = self._rows[r]
         assert row is not None
         v = self.vertices.data[row.vert_off : row.vert_off + row.n_vert]
@@ -634,65 +644,119 @@ class ZoneIndex:
         kx, ky = (float(k) for k in metres_per_degree(lat0))
         x, y = (v[:, 0] - lon0) * kx, (v[:, 1] - lat0) * ky
         start = np.arange(0, max(len(v) - 1, 1), FRAME_PIECE)
-        end = np.minimum(start + FRAME_PIECE + 1, len(v))  # a piece's last vertex starts the next
-        size = (end - start).astype(np.intp)
-        idx = _ranges(start.astype(np.intp), size)
-        at = (np.cumsum(size) - size).astype(np.intp)
-        box = np.full((len(start), 4), np.nan)
-        for k, (col, fn) in enumerate(((x, np.fmin), (y, np.fmin), (x, np.fmax), (y, np.fmax))):
-            box[:, k] = fn.reduceat(col[idx], at)
-        n = self._pool_n
-        if n + len(start) > len(self._pool_box):
-            grown = np.full((2 * (n + len(start)), 4), np.nan)
-            grown[:n] = self._pool_box[:n]
-            self._pool_box = grown
-        self._pool_box[n : n + len(start)] = box
-        self._pool_rows[r] = (lon0, lat0, kx, ky, n, len(start), 1)
-        self._pool_n = n + len(start)
+        pieces = _boxes(x, y, start, np.minimum(start + FRAME_PIECE + 1, len(v)))
+        pieces[:, 6] = start  # a piece's last vertex starts the next
+        pieces[:, 7] = np.maximum(np.minimum(FRAME_PIECE, len(v) - 1 - start), 0)
+        n, g = self._pool_n, self._pool_g
+        gstart = np.arange(0, len(start), FRAME_GROUP)
+        groups = _group_boxes(pieces, gstart)
+        groups[:, 6] = gstart + n
+        groups[:, 7] = np.minimum(FRAME_GROUP, len(start) - gstart)
+        self._pool_box = _put(self._pool_box, n, pieces)
+        self._pool_grp = _put(self._pool_grp, g, groups)
+        self._pool_rows[r] = (lon0, lat0, kx, ky, 1, row.n_vert, g, len(gstart))
+        self._pool_n, self._pool_g = n + len(start), g + len(gstart)
+        self._pool_v += row.n_vert
 
     def _nearest_geodesic(self, rows: IntArray, lon: FloatArray, lat: FloatArray) -> FloatArray:
         """Per point: Vincenty metres to its zone's nearest boundary point found in the zone's
         metric frame (a slightly distorted frame moves that point, so the distance, stationary
-        there, only to second order). Bounds per (point, piece): a piece whose box is farther
-        than another piece's first vertex is skipped; exact per (point, edge) of the rest."""
+        there, only to second order). Branch and bound, exact: groups of pieces whose box is
+        farther than some group's first vertex are skipped, then pieces whose box is farther
+        than some kept piece's first vertex; exact per (point, edge) of the pieces left."""
         z = self._frame_of(rows)
         px, py = (lon - z[:, 0]) * z[:, 2], (lat - z[:, 1]) * z[:, 3]
-        n_pc, pc0 = z[:, 5].astype(np.intp), z[:, 4].astype(np.intp)
-        owner = np.repeat(np.arange(len(rows)), n_pc)
-        piece = _ranges(pc0, n_pc)
-        k = piece - np.repeat(pc0, n_pc)  # piece number within its zone
-        box, qx, qy = self._pool_box[piece], px[owner], py[owner]
-        lower = np.hypot(np.fmax(np.fmax(box[:, 0] - qx, qx - box[:, 2]), 0),
-                         np.fmax(np.fmax(box[:, 1] - qy, qy - box[:, 3]), 0))  # fmt: skip
-        voff = np.take(self.vert_off, rows)
-        nv = np.array([self._rows[r].n_vert for r in rows.tolist()])  # type: ignore[union-attr]
-        hx, hy = self._frame_xy(voff[owner] + k * FRAME_PIECE, owner, z)
-        upper = np.hypot(hx - qx, hy - qy)
-        upper[~np.isfinite(upper)] = np.inf
-        bound = np.minimum.reduceat(upper, np.cumsum(n_pc) - n_pc)
+        n_g = z[:, 7].astype(np.intp)
+        owner = np.repeat(np.arange(len(rows)), n_g)
+        grp = _ranges(z[:, 6].astype(np.intp), n_g)
+        g = self._pool_grp[grp]
+        lower, upper = _box_bounds(g, px[owner], py[owner])
+        bound = np.minimum.reduceat(upper, np.cumsum(n_g) - n_g)  # every zone has a group
         keep = np.flatnonzero(lower <= bound[owner])
-        first = k[keep] * FRAME_PIECE
-        count = np.minimum(FRAME_PIECE, nv[owner[keep]] - 1 - first)
-        who = np.repeat(owner[keep], count)
-        i = _ranges(voff[owner[keep]] + first, count)  # first vertex of each edge
-        ax, ay = self._frame_xy(i, who, z)
-        bx, by = self._frame_xy(i + 1, who, z)
-        ax, ay, dx, dy = ax - px[who], ay - py[who], bx - ax, by - ay
-        l2 = dx * dx + dy * dy
-        t = np.clip(-(ax * dx + ay * dy) / np.where(l2 > 0, l2, 1.0), 0.0, 1.0)
-        d2 = (ax + t * dx) ** 2 + (ay + t * dy) ** 2
+        cnt = g[keep, 7].astype(np.intp)
+        owner = np.repeat(owner[keep], cnt)  # ascending: every point keeps a group
+        piece = _ranges(g[keep, 6].astype(np.intp), cnt)
+        pc = self._pool_box[piece]
+        lower, upper = _box_bounds(pc, px[owner], py[owner])
+        firsts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        bound = np.minimum(bound, np.minimum.reduceat(upper, firsts))
+        keep = np.flatnonzero(lower <= bound[owner])
+        owner = owner[keep]
+        first = np.take(self.vert_off, rows)[owner] + pc[keep, 6].astype(np.intp)
+        return self._nearest_on_pieces(first, pc[keep, 7].astype(np.intp), owner, z, lon, lat)
+
+    def _nearest_on_pieces(
+        self, first: IntArray, edges: IntArray, owner: IntArray, z: FloatArray, lon: FloatArray,
+        lat: FloatArray,
+    ) -> FloatArray:  # fmt: skip
+        """Vincenty metres from each point to the nearest point of its candidate pieces (piece:
+        `edges` edges from vertex `first`; `owner` ascending: the point's index, every point
+        present), found in the frame's scales; the first edge wins a tie."""
+        n = edges + 1  # vertices per piece: one gather of them, edges between neighbours
+        who = np.repeat(owner, n)
+        v = np.take(self.vertices.data, _ranges(first, n), axis=0)
+        kx, ky = z[:, 2][who], z[:, 3][who]
+        x = (v[:, 0] - lon[who]) * kx  # metres east of the point, in the frame's scale
+        y = (v[:, 1] - lat[who]) * ky
+        dx, dy, d2 = _edge_distances2(x, y)
+        ends = np.cumsum(n) - 1  # a piece's last vertex: no edge to the next piece's first
+        d2[ends[:-1]] = np.inf
         d2[~np.isfinite(d2)] = np.inf  # "edges" across a ring separator
-        order = np.lexsort((d2, who))
-        best = order[np.r_[True, who[order][1:] != who[order][:-1]]]  # one per point, in order
-        nx = (ax[best] + t[best] * dx[best] + px) / z[:, 2] + z[:, 0]
-        ny = (ay[best] + t[best] * dy[best] + py) / z[:, 3] + z[:, 1]
+        d2 = np.append(d2, np.inf)
+        at = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        starts = (ends - n + 1)[at]  # each point's first vertex
+        low = np.minimum.reduceat(d2, starts)
+        hit = np.flatnonzero(d2 <= low[who])
+        best = hit[np.r_[True, who[hit][1:] != who[hit][:-1]]]  # one per point, in order
+        bx, by, bdx, bdy = x[best], y[best], dx[best], dy[best]
+        t = np.clip(-(bx * bdx + by * bdy) / np.maximum(bdx * bdx + bdy * bdy, 1e-300), 0.0, 1.0)
+        nx = lon + (bx + t * bdx) / z[:, 2]
+        ny = lat + (by + t * bdy) / z[:, 3]
         return vincenty(lon, lat, nx, ny)
 
-    def _frame_xy(
-        self, i: NDArray[np.intp], who: NDArray[np.intp], z: FloatArray
-    ) -> tuple[FloatArray, FloatArray]:
-        v = self.vertices.data[i]
-        return (v[:, 0] - z[who, 0]) * z[who, 2], (v[:, 1] - z[who, 1]) * z[who, 3]
+
+def _boxes(
+    x: FloatArray, y: FloatArray, start: NDArray[np.int64], end: NDArray[np.int64]
+) -> FloatArray:
+    """(n, 8): box (x0, y0, x1, y1) of vertices [start, end) and the first vertex (x, y);
+    columns 6 and 7 are left for the caller."""
+    size = (end - start).astype(np.intp)
+    idx = _ranges(start.astype(np.intp), size)
+    at = (np.cumsum(size) - size).astype(np.intp)
+    out = np.full((len(start), 8), np.nan)
+    for k, (col, fn) in enumerate(((x, np.fmin), (y, np.fmin), (x, np.fmax), (y, np.fmax))):
+        out[:, k] = fn.reduceat(col[idx], at)
+    out[:, 4], out[:, 5] = x[start], y[start]
+    return out
+
+
+def _group_boxes(pieces: FloatArray, start: NDArray[np.int64]) -> FloatArray:
+    """(n, 8): box of pieces [start, next start) and the first piece's first vertex."""
+    out = np.full((len(start), 8), np.nan)
+    for k, fn in enumerate((np.fmin, np.fmin, np.fmax, np.fmax)):
+        out[:, k] = fn.reduceat(pieces[:, k], start)
+    out[:, 4:6] = pieces[start, 4:6]
+    return out
+
+
+def _put(pool: FloatArray, n: int, rows: FloatArray) -> FloatArray:
+    """`pool` (grown if needed) with `rows` written at n."""
+    if n + len(rows) > len(pool):
+        grown = np.full((2 * (n + len(rows)), pool.shape[1]), np.nan)
+        grown[:n] = pool[:n]
+        pool = grown
+    pool[n : n + len(rows)] = rows
+    return pool
+
+
+def _box_bounds(b: FloatArray, qx: FloatArray, qy: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Lower bound (distance to the box) and upper bound (distance to the first vertex, inf if
+    not a number) from each point to the boundary part described by `b` (`_boxes` rows)."""
+    lower = np.hypot(np.fmax(np.fmax(b[:, 0] - qx, qx - b[:, 2]), 0),
+                     np.fmax(np.fmax(b[:, 1] - qy, qy - b[:, 3]), 0))  # fmt: skip
+    upper = np.hypot(b[:, 4] - qx, b[:, 5] - qy)
+    upper[~np.isfinite(upper)] = np.inf
+    return lower, upper
 
 
 def _edge_distances2(x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:

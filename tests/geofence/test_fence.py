@@ -298,3 +298,47 @@ def test_a_permit_ending_outside_the_curfew_window_makes_no_overrun():
     assert walk(f, [away, away], at("2026-11-27T21:40"), 10 * MIN) == []  # window closed
     out = walk(f, [away, away], at("2026-11-27T22:10"), 10 * MIN)
     assert [(t.alert_type, t.active) for t in out] == [("curfew", True)]
+
+
+@pytest.mark.parametrize(
+    ("supervisees", "span", "in_order"),
+    [(50, 10**6, True), (50, 10**6, False), (50, 20, False), (50, 20, True),
+     (70_000, 10**6, False),
+     (50, 1 << 50, False)],
+)  # fmt: skip
+def test_batch_sort_is_the_stable_sort_by_supervisee_then_ts(supervisees, span, in_order):
+    """Every path of the batch sort (radix when each device's fixes are in ts order, a packed
+    key otherwise, with repeated (supervisee, ts) pairs, lexsort beyond 16 bits or a ts span
+    beyond 47 bits) gives the stable order of lexsort."""
+    from geofence.fence import _order
+
+    rng = np.random.default_rng(supervisees + span)
+    sidx = rng.integers(0, supervisees, 5000).astype(np.intp)
+    ts = T0 + rng.integers(0, span, 5000).astype(np.int64)
+    if in_order:
+        ts = np.sort(ts)
+    want = np.lexsort((ts, sidx))
+    order, s, t = _order(sidx, ts)
+    assert np.array_equal(order, want)
+    assert np.array_equal(s, sidx[want]) and np.array_equal(t, ts[want])
+
+
+def test_collection_pause_restores_the_callers_setting():
+    """Building transitions pauses the garbage collector and gives back the caller's setting,
+    also when the caller had paused it or the block raised."""
+    import gc
+
+    from geofence.fence import _collection_paused
+
+    assert gc.isenabled()
+    with pytest.raises(ZeroDivisionError), _collection_paused():
+        assert not gc.isenabled()
+        1 / 0  # noqa: B018
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _collection_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

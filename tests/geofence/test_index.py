@@ -1,6 +1,7 @@
 """Zone index: incremental rebuilds, compaction, and the grid's guarantees."""
 
 import numpy as np
+import pytest
 import shapely
 
 from geofence.engine import evaluate
@@ -135,3 +136,67 @@ def test_far_distances_over_holes_and_several_polygons():
         for k, (x, y) in enumerate(points):
             ref = reference_signed(geom, x, y)
             assert abs(d[k] - ref) <= 1 + 1e-3 * abs(ref), (j, k, d[k], ref)
+
+
+def _nearest_in_frame(geometry, lon: float, lat: float) -> float:
+    """Brute force over every edge: the nearest boundary point in the zone's metric frame
+    (its bounding box's centre), then the geodesic to it (what `exact=True` promises)."""
+    from geofence.geodesy import metres_per_degree, vincenty
+
+    x0, y0, x1, y1 = geometry.bounds
+    lon0, lat0 = (x0 + x1) / 2, (y0 + y1) / 2
+    kx, ky = (float(v) for v in metres_per_degree(lat0))
+    best = (np.inf, 0.0, 0.0)
+    for ring in [geometry.exterior, *geometry.interiors]:
+        c = np.asarray(ring.coords)
+        x, y = (c[:, 0] - lon0) * kx - (lon - lon0) * kx, (c[:, 1] - lat0) * ky - (lat - lat0) * ky
+        dx, dy = np.diff(x), np.diff(y)
+        l2 = np.where(dx * dx + dy * dy > 0, dx * dx + dy * dy, 1)
+        t = np.clip(-(x[:-1] * dx + y[:-1] * dy) / l2, 0, 1)
+        qx, qy = x[:-1] + t * dx, y[:-1] + t * dy
+        k = int(np.argmin(qx * qx + qy * qy))
+        if qx[k] ** 2 + qy[k] ** 2 < best[0]:
+            best = (qx[k] ** 2 + qy[k] ** 2, qx[k], qy[k])
+    nx, ny = lon + best[1] / kx, lat + best[2] / ky
+    return float(vincenty(lon, lat, nx, ny))
+
+
+@pytest.mark.parametrize("cache", [1 << 25, 3000])
+def test_far_distances_branch_and_bound_finds_the_nearest_edge(monkeypatch, cache):
+    """The pruned search over groups and pieces of edges gives the brute-force nearest point
+    (every edge), for communes of ~1,000 vertices, holes and points 0.1-30 km away, inside and
+    out; a small cache that restarts between calls changes nothing."""
+    import geofence.index as gi
+
+    from .helpers import reference_signed
+
+    monkeypatch.setattr(gi, "FRAME_CACHE", cache)
+    rng = np.random.default_rng(7)
+    ix = gi.ZoneIndex()
+    geoms = []
+    for s in range(6):
+        lon, lat = rng.uniform(103.5, 108.5), rng.uniform(9.0, 22.5)
+        g = blob(rng, lon, lat, rng.uniform(1500, 4000), int(rng.integers(200, 1500)))
+        if s % 3 == 0:  # a hole
+            g = shapely.Polygon(g.exterior.coords, [blob(rng, lon, lat, 600, 40).exterior.coords])
+        geoms.append(g)
+        ix.set_supervisee(f"S{s}", [zone(g, f"z{s}")])
+    for _ in range(3):  # several calls: the pool fills, or restarts with the small cache
+        s = rng.integers(0, len(geoms), 60)
+        pts = []
+        for k in s.tolist():
+            c = geoms[k].centroid
+            pts.append(offset(c.x, c.y, *rng.uniform(-1, 1, 2) * rng.choice([1500, 6000, 30000])))
+        lon, lat = np.array(pts).T
+        rows = np.array([ix.slots[0, ix.index_of(f"S{k}")] for k in s.tolist()])
+        d, exact = ix.signed_distance(rows, lon, lat, exact=True)
+        assert exact.all()
+        for k, (x, y, got) in enumerate(zip(lon, lat, d, strict=True)):
+            g = geoms[int(s[k])]
+            want = _nearest_in_frame(g, x, y)
+            side = reference_signed(g, x, y)
+            assert np.sign(got) == np.sign(side), (k, got, side)
+            if abs(side) > 150:  # beyond the band (within it: measured in the fix's frame)
+                assert abs(abs(got) - want) < 1e-6, (k, got, want)
+            if abs(side) < 5000:  # the tangent-frame reference is exact enough within ~5 km
+                assert abs(got - side) <= 1 + 1e-3 * abs(side), (k, got, side)

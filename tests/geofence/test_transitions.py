@@ -158,9 +158,10 @@ def _reference(codes, regimes, confirm, kind="inclusion"):
     for i, (c, r) in enumerate(zip(codes, regimes, strict=True)):
         ts = (i + 1) * 1000
         if r != prev:
-            # a permit's end counts when it leaves the zone in force (not a closed curfew)
-            if (prev is not None and prev & RELAXED and not r & RELAXED and r & IN_FORCE
-                    and kind == "inclusion"):
+            # a permit's end makes a later exit an overrun only when it leaves the zone in
+            # force (not a curfew whose window is closed then: aee1f9c)
+            ended = prev is not None and prev & RELAXED and not r & RELAXED and r & IN_FORCE
+            if ended and kind == "inclusion":
                 overrun = True
             viol = ok = 0
             if is_open and not r & IN_FORCE:
