@@ -20,10 +20,12 @@ from prometheus_client import CollectorRegistry
 
 from api import errors
 from api.deps import ApiContext
+from api.downlink import Downlink
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes import (
     alerts,
     auth,
+    commands,
     dead_letters,
     devices,
     officers,
@@ -48,7 +50,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 # Order matters where paths overlap: /alerts/stream before /alerts/{alert_id}.
 ROUTERS = (ops, auth, units, officers, supervisees, permits, track, devices, positions, stream,
-           alerts, dead_letters, reports, replay)
+           alerts, dead_letters, reports, replay, commands)
 
 
 def _wall_clock() -> datetime:
@@ -59,10 +61,11 @@ def create_app(settings: Settings, db_url: str, *, registry: CollectorRegistry |
                clock: Callable[[], datetime] | None = None, secret_key: str | None = None,
                readiness: Callable[[], str | None] | None = None,
                policies: PolicyTable | None = None, static_dir: Path | None = STATIC_DIR,
-               pool_max: int = 8) -> FastAPI:
+               pool_max: int = 8, mqtt_url: str | None = None) -> FastAPI:
     """The API app.
 
-    - ``settings``: read once by the entrypoint (http, timezone, token_ttl_s, session_max_s, tile_url,
+    - ``settings``: read once by the entrypoint (http, timezone, token_ttl_s, session_max_s,
+      map_tiles_url,
       max_accuracy_m, margin_m are used here);
     - ``db_url``: the migrated database; connections are pooled (``pool_max``), opened lazily;
     - ``registry``: the Prometheus registry ``/metrics`` exposes (a fresh one if None);
@@ -71,7 +74,9 @@ def create_app(settings: Settings, db_url: str, *, registry: CollectorRegistry |
       random one for this process only (tokens die with it; a warning says so);
     - ``readiness``: called by ``/readyz``; returns None when ready, else the reason (503);
     - ``policies``: the sentence-policy table (``PolicyTable.default()`` if None);
-    - ``static_dir``: the dashboard, mounted at ``/`` when the directory exists.
+    - ``static_dir``: the dashboard, mounted at ``/`` when the directory exists;
+    - ``mqtt_url``: the broker the API publishes downlink commands to (connected on first
+      use; None = commands answer 503).
     """
     clock = clock or _wall_clock
     key = secret_key or settings.secret_key
@@ -84,11 +89,13 @@ def create_app(settings: Settings, db_url: str, *, registry: CollectorRegistry |
                      readiness=readiness, policies=policies or PolicyTable.default(),
                      pool_max=pool_max)
     ctx.stream = AlertStream(db_url, lambda fn: _with_connection(ctx, fn))
+    ctx.downlink = Downlink(mqtt_url)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await ctx.stream.close()
+        ctx.downlink.close()
         ctx.close()
 
     app = FastAPI(title="giamsat API", version="1",

@@ -132,6 +132,14 @@ CASES = [
     Case("GET", "/api/v1/reports/monthly", "/api/v1/reports/monthly", "tinh.t", 200, "xa.b",
          params={"unit": COMMUNE_A, "month": "2026-01"}, check="violation_rate"),
 ]
+# casework (issue 15); this world has no broker: the insider's command is a clear 503 here and
+# goes through a real broker in test_casework.py
+CASES += [
+    Case("GET", "/api/v1/devices/{device_id}/commands", f"/api/v1/devices/{DEV_A}/commands",
+         "xa.a", 200, "xa.b"),
+    Case("POST", "/api/v1/devices/{device_id}/commands", f"/api/v1/devices/{DEV_A}/commands",
+         "xa.a", 503, "xa.b", json={"type": "locate"}, check="MQTT"),
+]
 
 SELF_VIEWS = {"GET /api/v1/me", "GET /api/v1/units", "POST /api/v1/auth/refresh"}  # no unit to name: the outsider sees their own
 STREAMING = {"/api/v1/alerts/stream"}
