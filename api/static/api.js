@@ -130,6 +130,8 @@ async function request(method, path, { params, json, raw } = {}) {
 
 export const get = (path, params) => request('GET', path, { params });
 export const post = (path, json) => request('POST', path, { json: json ?? {} });
+export const put = (path, json) => request('PUT', path, { json: json ?? {} });
+export const del = (path) => request('DELETE', path);
 /** The raw response (for CSV and printable HTML), still authorised. */
 export const fetchRaw = (path, params) => request('GET', path, { params, raw: true });
 

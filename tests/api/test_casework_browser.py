@@ -1,0 +1,163 @@
+"""Casework in the dashboard (issue 15), in headless Chromium, in Vietnamese, against the real
+API, broker and pipeline worker: an officer finds a person by name, sends "locate now" and sees
+the device's answer and the fix that followed, grants a permit the policy allows and sees the
+reason for one it refuses, draws a zone on the map, and downloads an evidence pack."""
+
+from __future__ import annotations
+
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from schema import connect
+from tests.api.test_casework import Device
+from tests.api.test_dashboard_browser import (  # noqa: F401  (fixtures)
+    COMMUNE,
+    DEVICE,
+    SUPERVISEE,
+    Screens,
+    Worker,
+    browser,
+    open_exit_alert,
+    pipeline_available,
+    seeded,
+    serve_api,
+    sign_in,
+)
+
+pytestmark = [pytest.mark.services, pytest.mark.browser]
+
+OTHER, OTHER_NAME = "SV-T0002", "Trần Thị Hoa"
+
+
+def _second_person_with_an_alert(db_url: str) -> None:
+    from alerts import rules
+    from alerts.model import Occurrence
+
+    now_ms = int(time.time() * 1000)
+    with connect(db_url) as conn:
+        conn.execute("INSERT INTO supervisees (id, name, sentence_type, sentence_start, "
+                     "sentence_end, unit) VALUES (%s, %s, 'quan_che', '2025-06-01', "
+                     "'2027-06-01', %s)", (OTHER, OTHER_NAME, COMMUNE))
+        conn.execute("INSERT INTO devices (id, supervisee_id) VALUES ('dev-t0002', %s)",
+                     (OTHER,))
+        conn.commit()
+        with conn.transaction():
+            rules.apply(conn, Occurrence(type="battery_low", supervisee_id=OTHER, active=True,
+                                         ts_ms=now_ms, device_id="dev-t0002", edge=True), now_ms)
+
+
+def test_an_officer_runs_a_case(browser, db_url: str, seeded, tmp_path: Path, request,  # noqa: F811
+                                unique_id: str):
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    if not pipeline_available():
+        pytest.skip("no pipeline worker")
+    broker = request.getfixturevalue("mqtt_broker")
+    worker = Worker(db_url, broker, tmp_path, f"giamsat-test-{unique_id}")
+    request.addfinalizer(worker.stop)
+    device = Device(broker.host, broker.port, DEVICE, *seeded.home)
+    request.addfinalizer(device.close)
+    open_exit_alert(db_url, seeded)
+    _second_person_with_an_alert(db_url)
+
+    d = browser
+    wait = WebDriverWait(d, 30, ignored_exceptions=(StaleElementReferenceException,))
+    screens = Screens(d, tmp_path)
+    css = lambda sel: d.find_elements(By.CSS_SELECTOR, sel)  # noqa: E731
+
+    def text(sel: str) -> str:
+        return wait.until(lambda _: d.find_element(By.CSS_SELECTOR, sel).text)
+
+    with serve_api(db_url, tmp_path, GIAMSAT_MQTT_URL=broker.url) as base:
+        sign_in(d, wait, base)
+        assert d.execute_script("return document.documentElement.lang") == "vi"
+
+        # --- people, not ids: the queue names them, and finds one by name ---
+        wait.until(lambda _: len(css(".alert-row")) == 2)
+        assert OTHER_NAME in text("#alert-list") and "Nguyễn Văn Thử" in text("#alert-list")
+        search = d.find_element(By.ID, "f-q")
+        search.send_keys("hoa")
+        wait.until(lambda _: len(css(".alert-row")) == 1)
+        assert OTHER_NAME in text(".alert-row") and f"({OTHER})" in text(".alert-row")
+        screens.shot("c01-search-by-name-vi")
+        search.clear()
+        search.send_keys("văn thử")
+        wait.until(lambda _: len(css(".alert-row")) == 1 and SUPERVISEE in text(".alert-row"))
+
+        # --- locate now from the alert: the device answers, the fix shows ---
+        d.find_element(By.CSS_SELECTOR, ".alert-row button").click()
+        wait.until(lambda _: "Nguyễn Văn Thử" in text("#detail-summary"))
+        assert "Nơi cư trú (residence)".lower() in text("#detail-summary").lower()
+        wait.until(lambda _: css("#locate-now")).pop().click()
+        wait.until(lambda _: "Định vị ngay" in text("#alert-commands")
+                   and "đã thực hiện" in text("#alert-commands")
+                   and "Vị trí sau lệnh" in text("#alert-commands"))
+        assert device.received and any(c["type"] == "locate" for c in device.received)
+        screens.shot("c02-locate-now-answered-vi")
+
+        # --- the supervisee's page: grant a permit the policy allows ---
+        d.get(f"{base}/#/map/{SUPERVISEE}")
+        wait.until(lambda _: css("#permit-form"))
+        d.find_element(By.ID, "permit-reason").send_keys("Khám bệnh tại bệnh viện tỉnh")
+        d.find_element(By.ID, "permit-category").send_keys("Khám")
+        d.find_element(By.ID, "permit-submit").click()
+        wait.until(lambda _: "Khám bệnh tại bệnh viện tỉnh" in text("#permit-list"))
+        # ... and one it refuses (a 90-day trip; án treo allows 60): the reason is shown
+        d.execute_script("""
+            const f = document.getElementById('permit-from'), t = document.getElementById('permit-to');
+            const at = (days) => new Date(Date.now() + 7 * 3600e3 + days * 864e5).toISOString().slice(0, 16);
+            f.value = at(10); t.value = at(100);""")
+        d.find_element(By.ID, "permit-category").send_keys("Công")
+        reason = d.find_element(By.ID, "permit-reason")
+        reason.clear()
+        reason.send_keys("Đi làm ăn xa")
+        d.find_element(By.ID, "permit-submit").click()
+        wait.until(lambda _: d.find_element(By.ID, "permit-error").is_displayed())
+        err = text("#permit-error")
+        assert "Không cấp được" in err and "max_trip" in err, err
+        assert "Đi làm ăn xa" not in text("#permit-list")
+        screens.shot("c03-permit-refused-vi")
+
+        # --- draw a zone: a polygon of four clicks on the map, on weekday evenings ---
+        d.find_element(By.ID, "zone-new").click()
+        d.find_element(By.ID, "zone-id").send_keys("cho-dem")
+        d.find_element(By.ID, "zone-kind").send_keys("Cấm")
+        the_map = d.find_element(By.ID, "map")
+        for dx, dy in ((-60, -60), (60, -60), (60, 60), (-60, 60)):
+            ActionChains(d).move_to_element_with_offset(the_map, dx, dy).click().perform()
+            time.sleep(0.2)
+        for day in (1, 2, 3, 4, 5):
+            d.find_element(By.ID, f"zone-day-{day}").click()
+        d.execute_script("document.getElementById('zone-start').value = '19:00';"
+                         "document.getElementById('zone-end').value = '23:00';")
+        screens.shot("c04-zone-drawn-vi")
+        d.find_element(By.ID, "zone-save").click()
+        wait.until(lambda _: "Đã lưu vùng" in text("#toast"))
+        with connect(db_url) as conn:
+            kind, geom, sched = conn.execute(
+                "SELECT kind, geometry, schedule FROM zones WHERE supervisee_id = %s AND "
+                "id = 'cho-dem'", (SUPERVISEE,)).fetchone()
+        assert kind == "exclusion" and geom["type"] == "Polygon"
+        assert len(geom["coordinates"][0]) == 5
+        assert sched == [{"days": [1, 2, 3, 4, 5], "start": "19:00", "end": "23:00"}]
+        wait.until(lambda _: "cho-dem" in text("#zone-tools"))
+
+        # --- the evidence pack downloads as one zip ---
+        d.find_element(By.ID, "evidence-download").click()
+        downloads = tmp_path / "downloads"
+        wait.until(lambda _: [p for p in downloads.glob("*.zip")])
+        pack = next(downloads.glob("*.zip"))
+        time.sleep(0.5)
+        with zipfile.ZipFile(pack) as zf:
+            assert {"manifest.json", "report.pdf", "fixes.csv"} <= set(zf.namelist())
+        screens.shot("c05-case-panel-vi")
+
+        errors = [e for e in d.get_log("browser")
+                  if e["level"] == "SEVERE" and e.get("source") == "javascript"]
+        assert not errors, errors
