@@ -28,6 +28,7 @@ from api.routes import (
     commands,
     dead_letters,
     devices,
+    evidence,
     officers,
     ops,
     permits,
@@ -50,7 +51,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 # Order matters where paths overlap: /alerts/stream before /alerts/{alert_id}.
 ROUTERS = (ops, auth, units, officers, supervisees, permits, track, devices, positions, stream,
-           alerts, dead_letters, reports, replay, commands)
+           alerts, dead_letters, reports, replay, commands, evidence)
 
 
 def _wall_clock() -> datetime:
@@ -90,6 +91,7 @@ def create_app(settings: Settings, db_url: str, *, registry: CollectorRegistry |
                      pool_max=pool_max)
     ctx.stream = AlertStream(db_url, lambda fn: _with_connection(ctx, fn))
     ctx.downlink = Downlink(mqtt_url)
+    ctx.evidence_key = key
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

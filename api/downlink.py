@@ -16,7 +16,12 @@ from typing import Any
 
 import psycopg
 
-from alerts.delivery.commands import send_command
+from alerts.delivery.commands import (
+    forget_command,
+    new_command,
+    publish_command,
+    record_command,
+)
 from alerts.delivery.mqtt import MqttChannel
 from api.errors import Problem
 
@@ -56,19 +61,26 @@ class Downlink:
 
     def send(self, conn: psycopg.Connection, device_id: str, type: str, *, sent_by: str,
              now_ms: int, **fields: Any) -> str:
-        """Record the command in the request's transaction and publish it, PUBACK awaited;
-        its id. 503 (``Problem``) when the broker is unavailable or does not acknowledge;
-        422 for a malformed command."""
-        channel = self._connected_channel()
+        """Record the command and commit (the device may answer at once: ingest must see the
+        command), publish it, PUBACK awaited; its id. 503 (``Problem``) when the broker is
+        unavailable or does not acknowledge, the record removed again; 422 for a malformed
+        command. ``conn`` is the request's connection: what it holds so far is committed."""
         try:
-            return send_command(channel, device_id, type, conn=conn, sent_by=sent_by,
-                                now_ms=now_ms, wait_s=self.puback_timeout_s, **fields)
+            payload = new_command(type, **fields)
         except ValueError as exc:
             raise Problem(422, str(exc)) from exc
+        channel = self._connected_channel()
+        record_command(conn, device_id, payload, sent_by=sent_by, now_ms=now_ms)
+        conn.commit()
+        try:
+            publish_command(channel, device_id, payload, self.puback_timeout_s)
         except (TimeoutError, RuntimeError) as exc:
+            forget_command(conn, payload["id"])
+            conn.commit()
             log.warning("downlink: command to %s not acknowledged by the broker: %s",
                         device_id, exc)
             raise Problem(503, UNAVAILABLE) from exc
+        return payload["id"]
 
     def close(self) -> None:
         with self._lock:

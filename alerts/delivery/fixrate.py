@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from alerts.delivery.commands import send_command
+from alerts.delivery.commands import forget_command, new_command, publish_command, record_command
 from alerts.delivery.deliverer import DbOutage, wall_ms
 from alerts.model import ms_to_dt
 from schema import connect
@@ -61,7 +61,7 @@ class RateChange:
 class FixRateJob:
     """Sends ``set_interval`` where the stored alerts want another rate than the one asked.
 
-    ``client``: anything ``send_command`` publishes with (the pipeline's ``MqttChannel``).
+    ``client``: anything ``publish_command`` publishes with (the pipeline's ``MqttChannel``).
     """
 
     def __init__(self, db_url: str, client: Any, *, fast_s: int, normal_s: int,
@@ -82,15 +82,20 @@ class FixRateJob:
 
     def _change(self, conn: psycopg.Connection, device_id: str, fix_s: int) -> RateChange | None:
         now = self.clock_ms()
+        payload = new_command("set_interval", fix_s=fix_s)
+        cid = payload["id"]
+        with conn.transaction():  # committed before the device can answer
+            record_command(conn, device_id, payload, now_ms=now)
         try:
-            with conn.transaction():
-                cid = send_command(self.client, device_id, "set_interval", conn=conn,
-                                   now_ms=now, wait_s=self.puback_wait_s, fix_s=fix_s)
-                conn.execute(_KEEP, (device_id, fix_s, cid, ms_to_dt(now)))
+            publish_command(self.client, device_id, payload, self.puback_wait_s)
         except (TimeoutError, RuntimeError, ValueError) as exc:
+            with conn.transaction():
+                forget_command(conn, cid)
             log.warning("set_interval %d s to %s not sent, retried next round: %s", fix_s,
                         device_id, exc)
             return None
+        with conn.transaction():
+            conn.execute(_KEEP, (device_id, fix_s, cid, ms_to_dt(now)))
         log.info("asked %s for a fix every %d s (command %s)", device_id, fix_s, cid)
         return RateChange(device_id, fix_s, cid)
 

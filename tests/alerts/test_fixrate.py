@@ -7,6 +7,8 @@ and records nothing, and the next round after it is back sends the change.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from alerts import lifecycle, rules
@@ -41,7 +43,9 @@ def test_fast_while_a_zone_alert_is_open_then_normal(db, db_url, registry, mqtt_
     sub = AlertSubscriber(mqtt_broker.host, mqtt_broker.port, f"sub-{unique_id}",
                           topic=f"em/v1/dev/{dev}/cmd")
     channel = MqttChannel.from_url(mqtt_broker.url, f"fixrate-{unique_id}")
-    job = FixRateJob(db_url, channel, fast_s=FAST, normal_s=NORMAL, clock_ms=lambda: T0)
+    ticks = itertools.count(T0, 1000)
+    job = FixRateJob(db_url, channel, fast_s=FAST, normal_s=NORMAL,
+                     clock_ms=lambda: next(ticks))
     try:
         assert job.run_once(db) == []  # nothing open: nothing asked
         alert_id = _zone_exit(db, sid, dev, T0)

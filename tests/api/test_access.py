@@ -139,6 +139,8 @@ CASES += [
          "xa.a", 200, "xa.b"),
     Case("POST", "/api/v1/devices/{device_id}/commands", f"/api/v1/devices/{DEV_A}/commands",
          "xa.a", 503, "xa.b", json={"type": "locate"}, check="MQTT"),
+    Case("GET", "/api/v1/supervisees/{sid}/evidence", A + "/evidence", "xa.a", 200, "xa.b",
+         params=TRACK),
 ]
 
 SELF_VIEWS = {"GET /api/v1/me", "GET /api/v1/units", "POST /api/v1/auth/refresh"}  # no unit to name: the outsider sees their own

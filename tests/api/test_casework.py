@@ -174,3 +174,98 @@ def test_a_broker_outage_is_a_clear_503_and_nothing_is_recorded(api: Api):
                             "interval '1 minute' AND payload->>'type' = 'locate' AND "
                             "sent_by = 'xa.a' AND NOT EXISTS (SELECT 1 FROM audit_log WHERE "
                             "params->>'command_id' = device_commands.id)").fetchone()[0] == 0
+
+
+# --- evidence packs -------------------------------------------------------------------------
+
+def _pack(api: Api, user: str = "xa.a"):
+    from tests.api.conftest import T0
+
+    return api.client.get(f"/api/v1/supervisees/{SV_A}/evidence",
+                          params={"from": T0 - 3_600_000, "to": T0 + 7_200_000},
+                          headers=api.auth(user))
+
+
+def _rezip(data: bytes, change) -> bytes:
+    import io
+    import zipfile
+
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for name in src.namelist():
+            zf.writestr(name, change(name, src.read(name)))
+    return out.getvalue()
+
+
+def _verify_cli(tmp_path, data: bytes) -> tuple[int, str]:
+    import subprocess
+    import sys
+
+    from tests.api.conftest import SECRET
+
+    path = tmp_path / "pack.zip"
+    path.write_bytes(data)
+    key = tmp_path / "key"
+    key.write_text(SECRET)
+    r = subprocess.run([sys.executable, "-m", "giamsat", "verify-evidence", str(path),
+                        "--key-file", str(key)], capture_output=True, text=True, timeout=60)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_an_evidence_pack_holds_the_case_and_verifies(api: Api, tmp_path):
+    import csv
+    import io
+    import zipfile
+
+    r = _pack(api)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/zip"
+    zf = zipfile.ZipFile(io.BytesIO(r.content))
+    assert set(zf.namelist()) == {"manifest.json", "report.pdf", "fixes.csv", "fixes.geojson",
+                                  "decisions.json", "alerts.json", "audit.json", "case.json"}
+    assert zf.read("report.pdf").startswith(b"%PDF")
+    rows = list(csv.DictReader(io.StringIO(zf.read("fixes.csv").decode())))
+    assert len(rows) == 10 and {r["device_id"] for r in rows} == {DEV_A}
+    geo = json.loads(zf.read("fixes.geojson"))
+    assert len(geo["features"]) == 10
+    decisions = json.loads(zf.read("decisions.json"))["decisions"]
+    assert {d["decision"] for d in decisions} >= {"compliant", "violation"}
+    alerts = json.loads(zf.read("alerts.json"))
+    assert alerts and all(a["history"] and a["history"][0]["action"] == "opened" for a in alerts)
+    audit = json.loads(zf.read("audit.json"))
+    assert any(e["action"] == "evidence.read" and e["actor"] == "xa.a" for e in audit)
+    assert json.loads(zf.read("case.json"))["supervisee"]["name"] == NAME_A
+    code, out = _verify_cli(tmp_path, r.content)
+    assert code == 0 and "OK" in out, out
+
+
+def test_verify_evidence_names_a_changed_byte_and_a_changed_manifest(api: Api, tmp_path):
+    data = _pack(api).content
+
+    def one_byte(name: str, body: bytes) -> bytes:
+        if name != "fixes.csv":
+            return body
+        i = body.index(b"\n") + 5
+        return body[:i] + bytes([body[i] ^ 1]) + body[i + 1:]
+
+    code, out = _verify_cli(tmp_path, _rezip(data, one_byte))
+    assert code == 1 and "fixes.csv: changed" in out and "manifest.json changed" not in out
+
+    def manifest(name: str, body: bytes) -> bytes:
+        if name != "manifest.json":
+            return body
+        m = json.loads(body)
+        m["generated_by"] = "someone-else"
+        return json.dumps(m).encode()
+
+    code, out = _verify_cli(tmp_path, _rezip(data, manifest))
+    assert code == 1 and "manifest.json changed" in out, out
+    assert "fixes.csv" not in out
+
+
+def test_evidence_stays_in_the_unit(api: Api):
+    for user in ("xa.b", "tinh.x"):
+        r = _pack(api, user)
+        assert r.status_code == 404 and NAME_A not in r.text
+    assert _pack(api, "tinh.t").status_code == 200
