@@ -24,6 +24,7 @@ from api.downlink import Downlink
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes import (
     alerts,
+    audit,
     auth,
     commands,
     dead_letters,
@@ -39,6 +40,7 @@ from api.routes import (
     supervisees,
     track,
     units,
+    webhooks,
 )
 from api.stream import AlertStream
 from api.tokens import Tokens
@@ -51,7 +53,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 # Order matters where paths overlap: /alerts/stream before /alerts/{alert_id}.
 ROUTERS = (ops, auth, units, officers, supervisees, permits, track, devices, positions, stream,
-           alerts, dead_letters, reports, replay, commands, evidence)
+           alerts, dead_letters, reports, replay, commands, evidence,
+           webhooks, audit)
 
 
 def _wall_clock() -> datetime:

@@ -141,6 +141,19 @@ CASES += [
          "xa.a", 503, "xa.b", json={"type": "locate"}, check="MQTT"),
     Case("GET", "/api/v1/supervisees/{sid}/evidence", A + "/evidence", "xa.a", 200, "xa.b",
          params=TRACK),
+    Case("GET", "/api/v1/audit", "/api/v1/audit", "tinh.t", 200, "xa.a", check="entries"),
+    Case("GET", "/api/v1/units/{code}/webhooks", f"/api/v1/units/{COMMUNE_A}/webhooks",
+         "tinh.t", 200, "tinh.x"),
+    Case("POST", "/api/v1/units/{code}/webhooks", f"/api/v1/units/{COMMUNE_A}/webhooks",
+         "tinh.t", 201, "xa.a", json={"url": "http://127.0.0.1:9/hook"}, check="secret"),
+    Case("POST", "/api/v1/webhooks/{webhook_id}/disable", "/api/v1/webhooks/{webhook:1}/disable",
+         "tinh.t", 200, "tinh.x", check="disabled_at"),
+    Case("POST", "/api/v1/webhooks/{webhook_id}/enable", "/api/v1/webhooks/{webhook:1}/enable",
+         "tinh.t", 200, "xa.a"),
+    Case("POST", "/api/v1/webhooks/{webhook_id}/test", "/api/v1/webhooks/{webhook:1}/test",
+         "tinh.t", 200, "tinh.x", check="ok"),
+    Case("GET", "/api/v1/webhooks/{webhook_id}/deliveries",
+         "/api/v1/webhooks/{webhook:1}/deliveries", "tinh.t", 200, "xa.b", check="tests"),
 ]
 
 SELF_VIEWS = {"GET /api/v1/me", "GET /api/v1/units", "POST /api/v1/auth/refresh"}  # no unit to name: the outsider sees their own
@@ -151,6 +164,13 @@ def _url(case: Case, api) -> str:
     url = case.url
     for name, alert_id in api.world.alerts.items():
         url = url.replace(f"{{alert:{name}}}", str(alert_id))
+    if "{webhook:1}" in url:  # the first webhook of COMMUNE_A, made by the POST case above
+        from schema import connect
+
+        with connect(api.db_url) as conn:
+            row = conn.execute("SELECT min(id) FROM unit_webhooks WHERE unit = %s",
+                               (COMMUNE_A,)).fetchone()
+        url = url.replace("{webhook:1}", str(row[0]))
     return url
 
 

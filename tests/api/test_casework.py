@@ -269,3 +269,74 @@ def test_evidence_stays_in_the_unit(api: Api):
         r = _pack(api, user)
         assert r.status_code == 404 and NAME_A not in r.text
     assert _pack(api, "tinh.t").status_code == 200
+
+
+# --- webhooks per unit and the audit log ------------------------------------------------------
+
+def test_a_province_registers_tests_and_disables_a_unit_webhook(api: Api):
+    from alerts.delivery.webhook import verify
+    from tests.alerts.helpers import Receiver
+    from tests.api.conftest import COMMUNE_A
+
+    receiver = Receiver()
+    h = api.auth("tinh.t")
+    try:
+        r = api.client.post(f"/api/v1/units/{COMMUNE_A}/webhooks", json={"url": receiver.url},
+                            headers=h)
+        assert r.status_code == 201, r.text
+        hook = r.json()
+        secret = hook["secret"]
+        assert len(secret) >= 32 and hook["enabled"] and hook["created_by"] == "tinh.t"
+        listed = api.client.get(f"/api/v1/units/{COMMUNE_A}/webhooks", headers=h).json()
+        assert [w["id"] for w in listed] == [hook["id"]] and "secret" not in listed[0]
+        assert api.client.post(f"/api/v1/units/{COMMUNE_A}/webhooks", json={"url": receiver.url},
+                               headers=h).status_code == 409
+        test = api.client.post(f"/api/v1/webhooks/{hook['id']}/test", headers=h).json()
+        assert test["ok"] and test["status_code"] == 200
+        sent = receiver.requests[-1]
+        assert verify(secret, sent["headers"]["X-Giamsat-Timestamp"], sent["body"],
+                      sent["headers"]["X-Giamsat-Signature"])
+        assert json.loads(sent["body"])["type"] == "test"
+        log = api.client.get(f"/api/v1/webhooks/{hook['id']}/deliveries", headers=h).json()
+        assert log["tests"][0]["ok"] is True and log["tests"][0]["by"] == "tinh.t"
+        off = api.client.post(f"/api/v1/webhooks/{hook['id']}/disable", headers=h).json()
+        assert off["enabled"] is False and off["disabled_at"]
+        on = api.client.post(f"/api/v1/webhooks/{hook['id']}/enable", headers=h).json()
+        assert on["enabled"] is True and on["disabled_at"] is None
+        # a receiver that is down: the test says so
+        receiver.close()
+        down = api.client.post(f"/api/v1/webhooks/{hook['id']}/test", headers=h).json()
+        assert down["ok"] is False and down["error"]
+        # other officers: a commune officer may not manage webhooks; another province sees none
+        for user, code in (("xa.a", 403), ("tinh.x", 404)):
+            assert api.client.get(f"/api/v1/units/{COMMUNE_A}/webhooks",
+                                  headers=api.auth(user)).status_code == code
+            assert api.client.post(f"/api/v1/webhooks/{hook['id']}/test",
+                                   headers=api.auth(user)).status_code == code
+            r = api.client.get(f"/api/v1/webhooks/{hook['id']}/deliveries",
+                               headers=api.auth(user))
+            assert r.status_code == code and receiver.url not in r.text
+    finally:
+        receiver.server.server_close()
+
+
+def test_a_province_reads_the_audit_of_its_units_only(api: Api):
+    _pack(api, "xa.a")  # xa.a reads SV_A's evidence: an audit entry of COMMUNE_A
+    api.client.get(f"/api/v1/supervisees/{SV_B}", headers=api.auth("xa.b"))
+    got = api.client.get("/api/v1/audit", headers=api.auth("tinh.t"), params={"limit": 1000})
+    assert got.status_code == 200, got.text
+    entries = got.json()["entries"]
+    assert any(e["action"] == "evidence.read" and e["subject"] == SV_A and e["actor"] == "xa.a"
+               for e in entries)
+    other = api.client.get("/api/v1/audit", headers=api.auth("tinh.x"),
+                           params={"limit": 1000}).json()["entries"]
+    assert not any(e["subject"] in (SV_A, SV_B) for e in other)
+    assert not any(e["actor"] in ("xa.a", "xa.b", "tinh.t") for e in other)
+    again = api.client.get("/api/v1/audit", headers=api.auth("tinh.x")).json()["entries"]
+    assert any(e["action"] == "audit.read" and e["actor"] == "tinh.x" for e in again)
+    assert api.client.get("/api/v1/audit", headers=api.auth("xa.a")).status_code == 403
+    assert api.client.get("/api/v1/audit", params={"unit": "CAX-T01"},
+                          headers=api.auth("tinh.x")).status_code == 403
+    only_a = api.client.get("/api/v1/audit", params={"unit": "CAX-T01", "limit": 1000},
+                            headers=api.auth("tinh.t")).json()["entries"]
+    assert only_a and not any(e["subject"] == SV_B for e in only_a)
