@@ -2,6 +2,7 @@
 // with a supervisee panel, and the monthly report. Plain ES modules, no framework, no CDN.
 
 import * as api from './api.js';
+import { renderAdmin } from './admin.js';
 import * as casework from './case.js';
 import { applyStatic, getLang, setLang, t } from './i18n.js';
 import { MapView } from './map.js';
@@ -292,6 +293,7 @@ function rerenderAll() {
   renderSupPanel();
   if (state.map) state.map.renderLegend();
   if (state.report) renderReport($('report-body'), state.report, unitName(state.report.unit));
+  if (state.view === 'admin') route();
 }
 
 // --- routing: #/alerts[/id], #/map[/supervisee], #/report ---------------------------------
@@ -299,9 +301,12 @@ function rerenderAll() {
 function route() {
   if ($('app-view').hidden) return;
   const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
-  const view = ['alerts', 'map', 'report'].includes(parts[0]) ? parts[0] : 'alerts';
+  const manager = state.user && ['province', 'admin'].includes(state.user.role);
+  $('tab-admin').hidden = !manager;
+  const views = manager ? ['alerts', 'map', 'report', 'admin'] : ['alerts', 'map', 'report'];
+  const view = views.includes(parts[0]) ? parts[0] : 'alerts';
   state.view = view;
-  for (const v of ['alerts', 'map', 'report']) {
+  for (const v of ['alerts', 'map', 'report', 'admin']) {
     $(`view-${v}`).hidden = v !== view;
     const tab = $(`tab-${v}`);
     if (v === view) tab.setAttribute('aria-current', 'page');
@@ -312,6 +317,8 @@ function route() {
     if (id !== state.selectedId) selectAlert(id);
   } else if (view === 'map') {
     showMap();
+  } else if (view === 'admin') {
+    renderAdmin($('view-admin'), { user: state.user, loadUnits: async () => { await loadUnits(); return state.units; } });
   }
 }
 

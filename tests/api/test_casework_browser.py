@@ -161,3 +161,57 @@ def test_an_officer_runs_a_case(browser, db_url: str, seeded, tmp_path: Path, re
         errors = [e for e in d.get_log("browser")
                   if e["level"] == "SEVERE" and e.get("source") == "javascript"]
         assert not errors, errors
+
+
+def test_a_province_officer_manages_webhooks_and_reads_the_audit(browser, db_url: str,  # noqa: F811
+                                                                 seeded, tmp_path: Path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from api.officers import create_officer
+    from tests.alerts.helpers import Receiver
+    from tests.api.test_dashboard_browser import PASSWORD, PROVINCE
+
+    with connect(db_url) as conn:
+        create_officer(conn, "tinh.t01", PASSWORD, "province", PROVINCE,
+                       display_name="Cán bộ tỉnh")
+        conn.commit()
+    receiver = Receiver()
+    d = browser
+    wait = WebDriverWait(d, 20)
+
+    def text(sel: str) -> str:
+        return wait.until(lambda _: d.find_element(By.CSS_SELECTOR, sel).text)
+
+    try:
+        with serve_api(db_url, tmp_path) as base:
+            d.get(base + "/")
+            wait.until(lambda _: d.find_element(By.ID, "login-username").is_displayed())
+            d.find_element(By.ID, "login-username").send_keys("tinh.t01")
+            d.find_element(By.ID, "login-password").send_keys(PASSWORD)
+            d.find_element(By.ID, "login-submit").click()
+            wait.until(lambda _: d.find_element(By.ID, "tab-admin").is_displayed())
+            d.find_element(By.ID, "tab-admin").click()
+            wait.until(lambda _: d.find_elements(By.ID, "webhook-unit"))
+            d.find_element(By.ID, "webhook-unit").send_keys("Công an xã")
+            d.find_element(By.ID, "webhook-url").send_keys(receiver.url)
+            d.find_element(By.CSS_SELECTOR, "#webhook-form button[type=submit]").click()
+            wait.until(lambda _: "Khóa bí mật" in text("#webhook-secret"))
+            secret = text("#webhook-secret").rsplit(": ", 1)[1]
+            with connect(db_url) as conn:
+                (stored,) = conn.execute("SELECT secret FROM unit_webhooks").fetchone()
+            assert secret == stored
+            wait.until(lambda _: receiver.url in text("#webhook-list"))
+            d.find_element(By.CSS_SELECTOR, "#webhook-list .webhook-test").click()
+            wait.until(lambda _: "Gửi thử: OK 200" in text("#webhook-list"))
+            wait.until(lambda _: "Nhật ký gửi" in text("#webhook-list"))
+            assert receiver.requests and b'"type":"test"' in receiver.requests[-1]["body"]
+            d.find_element(By.CSS_SELECTOR, "#webhook-list .webhook-switch").click()
+            wait.until(lambda _: "đã tắt" in text("#webhook-list"))
+            d.find_element(By.ID, "audit-unit").send_keys("Công an xã")  # reloads it
+            wait.until(lambda _: "webhook.test" in text("#audit-table")
+                       and "webhook.create" in text("#audit-table"))
+            assert "tinh.t01" in text("#audit-table")
+            Screens(d, tmp_path).shot("c06-admin-webhooks-audit-vi")
+    finally:
+        receiver.close()
