@@ -14,13 +14,14 @@ import time
 import uuid
 from typing import Annotated, Any
 
+import httpx
 import orjson
 import psycopg
 from fastapi import APIRouter, Body, HTTPException, Path, Query
 from psycopg.rows import dict_row
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from alerts.delivery.base import Outgoing
+from alerts.delivery.base import Outcome, Outgoing
 from alerts.delivery.webhook import WebhookChannel
 from api.deps import Caller, Conn, Ctx, audit
 from api.errors import Problem
@@ -36,6 +37,22 @@ WebhookId = Annotated[int, Path(ge=1, le=2**63 - 1, description="webhook id")]
 class WebhookIn(BaseModel):
     url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://[^\s/]+[^\s]*$",
                      description="http(s) URL the unit's alert changes are POSTed to")
+
+    @field_validator("url")
+    @classmethod
+    def _postable(cls, v: str) -> str:
+        """A URL httpx can send to: a host that encodes (IDNA), a valid port."""
+        try:
+            url = httpx.URL(v)
+            url.host.encode("idna")
+            _ = url.port
+        except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
+            raise ValueError(f"not a usable http(s) URL: {exc}") from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("an http:// or https:// URL with a host is needed")
+        if url.port is not None and not 0 < url.port < 65536:
+            raise ValueError(f"port {url.port} is out of range")
+        return v
 
 
 def _manager(caller: Scope) -> None:
@@ -134,6 +151,8 @@ def test_webhook(webhook_id: WebhookId, ctx: Ctx, caller: Caller, conn: Conn) ->
                              clock_ms=lambda: time.time_ns() // 1_000_000)
     try:
         outcome = channel.send([item])[0]
+    except (UnicodeError, ValueError) as exc:  # a URL stored before it was checked
+        outcome = Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500])
     finally:
         channel.close()
     result = {"ok": outcome.ok, "status_code": outcome.status_code, "error": outcome.error,

@@ -74,8 +74,8 @@ function commandRow(c) {
 
 /**
  * The "locate now" button and the device's recent commands with their answers, in `el`.
- * `since` (ms) limits the list (an alert shows the commands since it opened); polls while a
- * command waits for its answer. Returns a function that stops the polling.
+ * `since` (ms) limits the list (an alert shows the commands since it opened); polls (faster
+ * while a command waits for its answer) until closed. Returns a function that stops it.
  */
 export function commandsPanel(el, deviceId, { since = 0, alertId = null, onFix = null } = {}) {
   let stopped = false;
@@ -84,7 +84,7 @@ export function commandsPanel(el, deviceId, { since = 0, alertId = null, onFix =
   const status = h('p', { class: 'muted small', role: 'status' });
   const button = h('button', { type: 'button', class: 'primary', id: 'locate-now' }, t('cmd.locate.button'));
   async function refresh() {
-    if (stopped) return;
+    if (stopped || !el.isConnected) return; // the panel was closed or redrawn
     try {
       const all = await api.get(`/devices/${encodeURIComponent(deviceId)}/commands`, { limit: 20 });
       const cmds = all.filter((c) => (c.sent_at || 0) >= since);
@@ -92,7 +92,10 @@ export function commandsPanel(el, deviceId, { since = 0, alertId = null, onFix =
       const fixed = cmds.find((c) => c.fix);
       if (fixed && onFix) onFix(fixed.fix);
       clearTimeout(timer);
-      if (cmds.some((c) => c.ok === null || (c.type === 'locate' && c.ok && !c.fix))) timer = setTimeout(refresh, 1500);
+      // quick while an answer is awaited; slower otherwise (the service sends commands too:
+      // a faster fix rate while a zone alert is open)
+      const waiting = cmds.some((c) => c.ok === null || (c.type === 'locate' && c.ok && !c.fix));
+      timer = setTimeout(refresh, waiting ? 1500 : 5000);
     } catch (e) {
       fill(list, h('li', { class: 'form-error' }, e.message));
     }

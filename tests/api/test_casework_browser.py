@@ -16,6 +16,7 @@ from tests.api.test_casework import Device
 from tests.api.test_dashboard_browser import (  # noqa: F401  (fixtures)
     COMMUNE,
     DEVICE,
+    OFFICER,
     SUPERVISEE,
     Screens,
     Worker,
@@ -49,8 +50,7 @@ def _second_person_with_an_alert(db_url: str) -> None:
                                          ts_ms=now_ms, device_id="dev-t0002", edge=True), now_ms)
 
 
-def test_an_officer_runs_a_case(browser, db_url: str, seeded, tmp_path: Path, request,  # noqa: F811
-                                unique_id: str):
+def test_an_officer_runs_a_case(browser, db_url: str, seeded, tmp_path: Path, request, unique_id: str):  # noqa: F811
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -99,6 +99,10 @@ def test_an_officer_runs_a_case(browser, db_url: str, seeded, tmp_path: Path, re
                    and "đã thực hiện" in text("#alert-commands")
                    and "Vị trí sau lệnh" in text("#alert-commands"))
         assert device.received and any(c["type"] == "locate" for c in device.received)
+        # the open zone alert made the service ask for a faster fix rate; the device said yes
+        wait.until(lambda _: "Đặt chu kỳ định vị 10 giây" in text("#alert-commands"))
+        assert {"type": "set_interval", "fix_s": 10} in [
+            {k: v for k, v in c.items() if k != "id"} for c in device.received]
         screens.shot("c02-locate-now-answered-vi")
 
         # --- the supervisee's page: grant a permit the policy allows ---
@@ -163,8 +167,7 @@ def test_an_officer_runs_a_case(browser, db_url: str, seeded, tmp_path: Path, re
         assert not errors, errors
 
 
-def test_a_province_officer_manages_webhooks_and_reads_the_audit(browser, db_url: str,  # noqa: F811
-                                                                 seeded, tmp_path: Path):
+def test_a_province_officer_manages_webhooks_and_reads_the_audit(browser, db_url: str, seeded, tmp_path: Path):  # noqa: F811
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -215,3 +218,104 @@ def test_a_province_officer_manages_webhooks_and_reads_the_audit(browser, db_url
             Screens(d, tmp_path).shot("c06-admin-webhooks-audit-vi")
     finally:
         receiver.close()
+
+
+class TileServer:
+    """An XYZ tile server on 127.0.0.1 answering every /{z}/{x}/{y}.png with one grey pixel."""
+
+    @staticmethod
+    def _png() -> bytes:
+        import struct
+        import zlib
+
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            return (struct.pack(">I", len(data)) + kind + data
+                    + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(b"\x00\xc8\xc8\xc8")) + chunk(b"IEND", b""))
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.paths: list[str] = []
+        server = self
+        png = self._png()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                server.paths.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(png)))
+                self.end_headers()
+                self.wfile.write(png)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/{{z}}/{{x}}/{{y}}.png"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_map_an_officer_can_read(browser, db_url: str, seeded, tmp_path: Path):  # noqa: F811
+    """The deployment's tile server under the boundaries, the person in alert marked out, month
+    names in Vietnamese, and a link to a resolved alert that the default filter hides."""
+    import re
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from alerts import lifecycle
+
+    open_exit_alert(db_url, seeded)
+    with connect(db_url) as conn:
+        (resolved_id,) = conn.execute("SELECT id FROM alerts").fetchone()
+    _second_person_with_an_alert(db_url)
+    tiles = TileServer()
+    d = browser
+    wait = WebDriverWait(d, 20)
+    css = lambda sel: d.find_elements(By.CSS_SELECTOR, sel)  # noqa: E731
+    try:
+        with serve_api(db_url, tmp_path, GIAMSAT_MAP_TILES_URL=tiles.url,
+                       GIAMSAT_MAP_TILES_ATTRIBUTION="Bản đồ nền: máy chủ nội bộ") as base:
+            sign_in(d, wait, base)
+            d.find_element(By.ID, "tab-map").click()
+            wait.until(lambda _: [i for i in css("#map img.leaflet-tile")
+                                  if i.get_attribute("src").startswith(tiles.url.split("{")[0])])
+            assert tiles.paths and all(re.fullmatch(r"/\d+/\d+/\d+\.png", p) for p in tiles.paths)
+            strokes = {p.get_attribute("stroke") for p in css("#map svg path")}
+            assert "#1d4ed8" in strokes  # the unit boundary stays drawn over the tiles
+            assert "máy chủ nội bộ" in d.find_element(By.CSS_SELECTOR,
+                                                      ".leaflet-control-attribution").text
+            # the person in alert: a larger red dot in a halo, unlike the others
+            wait.until(lambda _: css("#map path.position-alert") and css("#map path.alert-halo"))
+            assert css("#map path.position-alert")[0].get_attribute("fill") == "#e11d48"
+            Screens(d, tmp_path).shot("c07-map-tiles-alert-vi")
+
+            # month names in the interface's language
+            d.find_element(By.ID, "tab-report").click()
+            month = d.find_element(By.CSS_SELECTOR, "#r-month option:checked").text
+            assert re.fullmatch(r"tháng \d{1,2},? (năm )?\d{4}", month.lower()), month
+            d.find_element(By.CSS_SELECTOR, ".topbar .lang-toggle").click()
+            month = d.find_element(By.CSS_SELECTOR, "#r-month option:checked").text
+            assert re.fullmatch(r"[A-Z][a-z]+ \d{4}", month), month
+            d.find_element(By.CSS_SELECTOR, ".topbar .lang-toggle").click()
+
+            # a link to a resolved alert shows it although the queue lists unresolved ones
+            with connect(db_url) as conn, conn.transaction():
+                lifecycle.resolve(conn, resolved_id, OFFICER, "false_alarm", "thử",
+                                  int(time.time() * 1000))
+            d.get(f"{base}/#/alerts/{resolved_id}")
+            d.refresh()
+            wait.until(lambda _: f"#{resolved_id}" in d.find_element(By.ID, "alert-detail").text)
+            assert "Đã xử lý xong" in d.find_element(By.ID, "alert-detail").text
+            assert not [r for r in css(".alert-row") if r.get_attribute("data-id") == str(resolved_id)]
+    finally:
+        tiles.close()
