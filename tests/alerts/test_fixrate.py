@@ -58,6 +58,9 @@ def test_fast_while_a_zone_alert_is_open_then_normal(db, db_url, registry, mqtt_
         _, msg = sub.wait_for(lambda t, m: m.get("type") == "set_interval")
         assert msg == {"id": changes[0].command_id, "type": "set_interval", "fix_s": FAST}
         assert job.run_once(db) == []  # asked once, not every round
+        restarted = FixRateJob(db_url, channel, fast_s=FAST, normal_s=NORMAL,
+                               clock_ms=lambda: next(ticks))
+        assert restarted.run_once(db) == []  # what was asked is stored: a restart resends nothing
         with db.transaction():
             lifecycle.resolve(db, alert_id, "xa.a", "justified", "đi khám bệnh", T0 + 60_000)
         changes = job.run_once(db)

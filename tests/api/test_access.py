@@ -132,6 +132,9 @@ CASES = [
     Case("GET", "/api/v1/reports/monthly", "/api/v1/reports/monthly", "tinh.t", 200, "xa.b",
          params={"unit": COMMUNE_A, "month": "2026-01"}, check="violation_rate"),
 ]
+# replay (the table missed it when the route came)
+CASES += [Case("POST", "/api/v1/supervisees/{sid}/replay", A + "/replay", "tinh.t", 200, "tinh.x",
+               json={"from": T0 - 60_000, "to": T0 + HOUR}, check="alerts")]
 # casework (issue 15); this world has no broker: the insider's command is a clear 503 here and
 # goes through a real broker in test_casework.py
 CASES += [

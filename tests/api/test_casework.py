@@ -340,3 +340,13 @@ def test_a_province_reads_the_audit_of_its_units_only(api: Api):
     only_a = api.client.get("/api/v1/audit", params={"unit": "CAX-T01", "limit": 1000},
                             headers=api.auth("tinh.t")).json()["entries"]
     assert only_a and not any(e["subject"] == SV_B for e in only_a)
+
+
+def test_the_map_tiles_setting_and_its_older_name(monkeypatch):
+    from config.settings import Settings
+
+    monkeypatch.delenv("GIAMSAT_MAP_TILES_URL", raising=False)
+    monkeypatch.setenv("GIAMSAT_TILE_URL", "https://tiles.internal/old/{z}/{x}/{y}.png")
+    assert Settings().map_tiles_url == "https://tiles.internal/old/{z}/{x}/{y}.png"
+    monkeypatch.setenv("GIAMSAT_MAP_TILES_URL", "https://tiles.internal/new/{z}/{x}/{y}.png")
+    assert Settings().map_tiles_url == "https://tiles.internal/new/{z}/{x}/{y}.png"
