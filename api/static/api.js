@@ -4,9 +4,10 @@ const BASE = '/api/v1';
 const TOKEN_KEY = 'giamsat.session';
 
 export class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, rule = null) {
     super(message);
     this.status = status;
+    this.rule = rule; // the policy rule a refusal names (permits), when the API gives one
   }
 }
 
@@ -122,7 +123,10 @@ async function request(method, path, { params, json, raw } = {}) {
     clearSession();
     onExpired();
   }
-  if (!res.ok) throw new ApiError(res.status, await errorText(res));
+  if (!res.ok) {
+    const rule = res.headers.get('content-type')?.includes('json') ? await res.clone().json().then((d) => d.rule || null, () => null) : null;
+    throw new ApiError(res.status, await errorText(res), rule);
+  }
   if (raw) return res;
   if (res.status === 204) return null;
   return res.json();

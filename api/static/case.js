@@ -4,7 +4,7 @@
 // evidence pack. app.js calls these; they talk to the API and draw into the given elements.
 
 import * as api from './api.js';
-import { t } from './i18n.js';
+import { has, t } from './i18n.js';
 import { fill, formatDateTime, h, label } from './util.js';
 
 const L = window.L;
@@ -170,7 +170,10 @@ function permitsSection(sid, permits, reload) {
       await api.post(`/supervisees/${encodeURIComponent(sid)}/permits`, body);
       await reload();
     } catch (e) {
-      err.textContent = e.status === 422 ? t('permit.refused', { msg: e.message }) : t('action.failed', { msg: e.message });
+      // the policy's reason in the officer's language when the rule is known, the API's own
+      // words (with the figures) beside it
+      const why = e.rule && has(`rule.${e.rule}`) ? `${t(`rule.${e.rule}`)} (${e.message})` : e.message;
+      err.textContent = e.status === 422 ? t('permit.refused', { msg: why }) : t('action.failed', { msg: e.message });
       err.hidden = false;
     }
   });

@@ -125,6 +125,7 @@ def test_an_officer_runs_a_case(browser, db_url: str, seeded, tmp_path: Path, re
         wait.until(lambda _: d.find_element(By.ID, "permit-error").is_displayed())
         err = text("#permit-error")
         assert "Không cấp được" in err and "max_trip" in err, err
+        assert "chuyến đi dài hơn mức hình phạt cho phép" in err  # the reason, in Vietnamese
         assert "Đi làm ăn xa" not in text("#permit-list")
         screens.shot("c03-permit-refused-vi")
 
