@@ -349,7 +349,8 @@ export async function renderCasePanel(el, ctx) {
   const permitsEl = h('div', { id: 'permits-wrap' });
   const zonesEl = h('section', { id: 'zone-tools' });
   const devEl = h('section', { id: 'device-history' });
-  fill(el, detail && detail.device_id ? cmdEl : null, permitsEl, zonesEl,
+  const alertsEl = h('section', { id: 'sup-all-alerts' });
+  fill(el, detail && detail.device_id ? cmdEl : null, permitsEl, zonesEl, alertsEl,
     h('section', {}, h('h3', {}, t('track.heading')), decisionsTable(ctx.track)), devEl,
     h('section', { id: 'evidence' }, h('h3', {}, t('evidence.heading')),
       h('button', { type: 'button', class: 'primary', id: 'evidence-download', onclick: () => downloadEvidence(sid, ctx.toast) }, t('evidence.button'))));
@@ -388,6 +389,22 @@ export async function renderCasePanel(el, ctx) {
   };
   zoneTools();
   deviceHistory(devEl, detail && detail.device_id);
+  allAlerts(alertsEl, sid);
+}
+
+/** Every alert of the person, resolved ones included, newest first, each a link. */
+async function allAlerts(el, sid) {
+  try {
+    const data = await api.get('/alerts', { supervisee_id: sid, limit: 50 });
+    const list = (data && data.alerts) || [];
+    const items = list.map((a) => h('li', {},
+      h('a', { href: `#/alerts/${a.id}` }, `#${a.id} ${label('type', a.type)} · ${label('status', a.status)} · ${formatDateTime(a.opened_at)}`),
+      a.outcome ? ` · ${label('outcome', a.outcome)}` : ''));
+    fill(el, h('h3', {}, t('case.alerts')),
+      h('ul', { class: 'sup-alerts' }, ...(items.length ? items : [h('li', { class: 'muted' }, t('queue.empty'))])));
+  } catch (e) {
+    fill(el, h('p', { class: 'form-error' }, e.message));
+  }
 }
 
 // --- the evidence pack ----------------------------------------------------------------------

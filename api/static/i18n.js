@@ -319,6 +319,7 @@ const STRINGS = {
     'rule.visit_needs_destination': "giấy phép thăm cần nơi đến",
     'rule.visit_not_allowed': "hình phạt này không cho phép giấy phép thăm",
     'rule.no_policy': "chưa có chính sách hình phạt áp dụng vào ngày đó",
+    'case.alerts': "Mọi cảnh báo của đối tượng",
   },
   en: {
     'app.title': 'Electronic monitoring',
@@ -637,6 +638,7 @@ const STRINGS = {
     'rule.visit_needs_destination': "a visit permit needs a destination",
     'rule.visit_not_allowed': "this sentence allows no visit permits",
     'rule.no_policy': "no sentence policy in force on that date",
+    'case.alerts': "All alerts of this person",
   },
 };
 

@@ -152,6 +152,7 @@ def test_an_officer_runs_a_case(browser, db_url: str, seeded, tmp_path: Path, re
         assert len(geom["coordinates"][0]) == 5
         assert sched == [{"days": [1, 2, 3, 4, 5], "start": "19:00", "end": "23:00"}]
         wait.until(lambda _: "cho-dem" in text("#zone-tools"))
+        assert "Ra khỏi vùng cho phép" in text("#sup-all-alerts")  # the person's alerts
 
         # --- the evidence pack downloads as one zip ---
         d.find_element(By.ID, "evidence-download").click()
