@@ -472,9 +472,14 @@ async function selectAlert(id) {
   renderList();
   renderDetail();
   if (id) {
+    // focus the opened alert at once (a keyboard user is not left on the row while the
+    // history loads), and again after it: the pane may be rebuilt when the alert comes with it
+    const first = $('detail-heading');
+    if (first) first.focus({ preventScroll: false });
     await loadHistory(id);
     const heading = $('detail-heading');
-    if (heading) heading.focus({ preventScroll: false });
+    const lost = !document.activeElement || document.activeElement === document.body;
+    if (heading && lost && id === state.selectedId) heading.focus({ preventScroll: false });
   }
 }
 
