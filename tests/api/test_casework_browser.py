@@ -74,6 +74,12 @@ def test_an_officer_runs_a_case(browser, db_url: str, seeded, tmp_path: Path, re
     def text(sel: str) -> str:
         return wait.until(lambda _: d.find_element(By.CSS_SELECTOR, sel).text)
 
+    def click(sel: str) -> None:  # the queue and panels redraw: retry on a replaced element
+        def attempt(_):
+            d.find_element(By.CSS_SELECTOR, sel).click()
+            return True
+        wait.until(attempt)
+
     with serve_api(db_url, tmp_path, GIAMSAT_MQTT_URL=broker.url) as base:
         sign_in(d, wait, base)
         assert d.execute_script("return document.documentElement.lang") == "vi"
@@ -91,10 +97,10 @@ def test_an_officer_runs_a_case(browser, db_url: str, seeded, tmp_path: Path, re
         wait.until(lambda _: len(css(".alert-row")) == 1 and SUPERVISEE in text(".alert-row"))
 
         # --- locate now from the alert: the device answers, the fix shows ---
-        d.find_element(By.CSS_SELECTOR, ".alert-row button").click()
+        click(".alert-row button")
         wait.until(lambda _: "Nguyễn Văn Thử" in text("#detail-summary"))
         assert "Nơi cư trú (residence)".lower() in text("#detail-summary").lower()
-        wait.until(lambda _: css("#locate-now")).pop().click()
+        click("#locate-now")
         wait.until(lambda _: "Định vị ngay" in text("#alert-commands")
                    and "đã thực hiện" in text("#alert-commands")
                    and "Vị trí sau lệnh" in text("#alert-commands"))
@@ -110,7 +116,7 @@ def test_an_officer_runs_a_case(browser, db_url: str, seeded, tmp_path: Path, re
         wait.until(lambda _: css("#permit-form"))
         d.find_element(By.ID, "permit-reason").send_keys("Khám bệnh tại bệnh viện tỉnh")
         d.find_element(By.ID, "permit-category").send_keys("Khám")
-        d.find_element(By.ID, "permit-submit").click()
+        click("#permit-submit")
         wait.until(lambda _: "Khám bệnh tại bệnh viện tỉnh" in text("#permit-list"))
         # ... and one it refuses (a 90-day trip; án treo allows 60): the reason is shown
         d.execute_script("""
@@ -121,7 +127,7 @@ def test_an_officer_runs_a_case(browser, db_url: str, seeded, tmp_path: Path, re
         reason = d.find_element(By.ID, "permit-reason")
         reason.clear()
         reason.send_keys("Đi làm ăn xa")
-        d.find_element(By.ID, "permit-submit").click()
+        click("#permit-submit")
         wait.until(lambda _: d.find_element(By.ID, "permit-error").is_displayed())
         err = text("#permit-error")
         assert "Không cấp được" in err and "max_trip" in err, err
@@ -130,7 +136,7 @@ def test_an_officer_runs_a_case(browser, db_url: str, seeded, tmp_path: Path, re
         screens.shot("c03-permit-refused-vi")
 
         # --- draw a zone: a polygon of four clicks on the map, on weekday evenings ---
-        d.find_element(By.ID, "zone-new").click()
+        click("#zone-new")
         d.find_element(By.ID, "zone-id").send_keys("cho-dem")
         d.find_element(By.ID, "zone-kind").send_keys("Cấm")
         the_map = d.find_element(By.ID, "map")
@@ -142,7 +148,7 @@ def test_an_officer_runs_a_case(browser, db_url: str, seeded, tmp_path: Path, re
         d.execute_script("document.getElementById('zone-start').value = '19:00';"
                          "document.getElementById('zone-end').value = '23:00';")
         screens.shot("c04-zone-drawn-vi")
-        d.find_element(By.ID, "zone-save").click()
+        click("#zone-save")
         wait.until(lambda _: "Đã lưu vùng" in text("#toast"))
         with connect(db_url) as conn:
             kind, geom, sched = conn.execute(
@@ -155,7 +161,7 @@ def test_an_officer_runs_a_case(browser, db_url: str, seeded, tmp_path: Path, re
         assert "Ra khỏi vùng cho phép" in text("#sup-all-alerts")  # the person's alerts
 
         # --- the evidence pack downloads as one zip ---
-        d.find_element(By.ID, "evidence-download").click()
+        click("#evidence-download")
         downloads = tmp_path / "downloads"
         wait.until(lambda _: [p for p in downloads.glob("*.zip")])
         pack = next(downloads.glob("*.zip"))
@@ -170,6 +176,7 @@ def test_an_officer_runs_a_case(browser, db_url: str, seeded, tmp_path: Path, re
 
 
 def test_a_province_officer_manages_webhooks_and_reads_the_audit(browser, db_url: str, seeded, tmp_path: Path):  # noqa: F811
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -183,10 +190,16 @@ def test_a_province_officer_manages_webhooks_and_reads_the_audit(browser, db_url
         conn.commit()
     receiver = Receiver()
     d = browser
-    wait = WebDriverWait(d, 20)
+    wait = WebDriverWait(d, 20, ignored_exceptions=(StaleElementReferenceException,))
 
     def text(sel: str) -> str:
         return wait.until(lambda _: d.find_element(By.CSS_SELECTOR, sel).text)
+
+    def click(sel: str) -> None:  # the webhook list redraws: retry on a replaced element
+        def attempt(_):
+            d.find_element(By.CSS_SELECTOR, sel).click()
+            return True
+        wait.until(attempt)
 
     try:
         with serve_api(db_url, tmp_path) as base:
@@ -207,11 +220,11 @@ def test_a_province_officer_manages_webhooks_and_reads_the_audit(browser, db_url
                 (stored,) = conn.execute("SELECT secret FROM unit_webhooks").fetchone()
             assert secret == stored
             wait.until(lambda _: receiver.url in text("#webhook-list"))
-            d.find_element(By.CSS_SELECTOR, "#webhook-list .webhook-test").click()
+            click("#webhook-list .webhook-test")
             wait.until(lambda _: "Gửi thử: OK 200" in text("#webhook-list"))
             wait.until(lambda _: "Nhật ký gửi" in text("#webhook-list"))
             assert receiver.requests and b'"type":"test"' in receiver.requests[-1]["body"]
-            d.find_element(By.CSS_SELECTOR, "#webhook-list .webhook-switch").click()
+            click("#webhook-list .webhook-switch")
             wait.until(lambda _: "đã tắt" in text("#webhook-list"))
             d.find_element(By.ID, "audit-unit").send_keys("Công an xã")  # reloads it
             wait.until(lambda _: "webhook.test" in text("#audit-table")
@@ -271,6 +284,7 @@ def test_a_map_an_officer_can_read(browser, db_url: str, seeded, tmp_path: Path)
     names in Vietnamese, and a link to a resolved alert that the default filter hides."""
     import re
 
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -282,7 +296,7 @@ def test_a_map_an_officer_can_read(browser, db_url: str, seeded, tmp_path: Path)
     _second_person_with_an_alert(db_url)
     tiles = TileServer()
     d = browser
-    wait = WebDriverWait(d, 20)
+    wait = WebDriverWait(d, 20, ignored_exceptions=(StaleElementReferenceException,))
     css = lambda sel: d.find_elements(By.CSS_SELECTOR, sel)  # noqa: E731
     try:
         with serve_api(db_url, tmp_path, GIAMSAT_MAP_TILES_URL=tiles.url,
