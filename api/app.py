@@ -22,12 +22,16 @@ from api import errors
 from api.bodylimit import BodyLimit
 from api.casework import ROUTERS as CASEWORK_ROUTERS
 from api.deps import ApiContext
+from api.downlink import Downlink
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes import (
     alerts,
+    audit,
     auth,
+    commands,
     dead_letters,
     devices,
+    evidence,
     officers,
     ops,
     permits,
@@ -38,6 +42,7 @@ from api.routes import (
     supervisees,
     track,
     units,
+    webhooks,
 )
 from api.stream import AlertStream
 from api.tokens import Tokens
@@ -50,7 +55,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 # Order matters where paths overlap: /alerts/stream before /alerts/{alert_id}.
 ROUTERS = (ops, auth, units, officers, supervisees, permits, track, devices, positions, stream,
-           alerts, dead_letters, reports, replay, *CASEWORK_ROUTERS)
+           alerts, dead_letters, reports, replay, commands, evidence, webhooks, audit,
+           *CASEWORK_ROUTERS)
 
 
 def _wall_clock() -> datetime:
@@ -61,11 +67,12 @@ def create_app(settings: Settings, db_url: str, *, registry: CollectorRegistry |
                clock: Callable[[], datetime] | None = None, secret_key: str | None = None,
                readiness: Callable[[], str | None] | None = None,
                policies: PolicyTable | None = None, static_dir: Path | None = STATIC_DIR,
-               pool_max: int = 8) -> FastAPI:
+               pool_max: int = 8, mqtt_url: str | None = None) -> FastAPI:
     """The API app.
 
-    - ``settings``: read once by the entrypoint (http, timezone, token_ttl_s, session_max_s, tile_url,
-      max_accuracy_m, margin_m, login_*, max_body_bytes, max_zone_vertices are used here);
+    - ``settings``: read once by the entrypoint (http, timezone, token_ttl_s, session_max_s,
+      map_tiles_url, max_accuracy_m, margin_m, login_*, max_body_bytes, max_zone_vertices are
+      used here);
     - ``db_url``: the migrated database; connections are pooled (``pool_max``), opened lazily;
     - ``registry``: the Prometheus registry ``/metrics`` exposes (a fresh one if None);
     - ``clock``: now as an aware UTC datetime (tests move time; token expiry follows it);
@@ -73,7 +80,9 @@ def create_app(settings: Settings, db_url: str, *, registry: CollectorRegistry |
       random one for this process only (tokens die with it; a warning says so);
     - ``readiness``: called by ``/readyz``; returns None when ready, else the reason (503);
     - ``policies``: the sentence-policy table (``PolicyTable.default()`` if None);
-    - ``static_dir``: the dashboard, mounted at ``/`` when the directory exists.
+    - ``static_dir``: the dashboard, mounted at ``/`` when the directory exists;
+    - ``mqtt_url``: the broker the API publishes downlink commands to (connected on first
+      use; None = commands answer 503).
     """
     clock = clock or _wall_clock
     key = secret_key or settings.secret_key
@@ -86,11 +95,14 @@ def create_app(settings: Settings, db_url: str, *, registry: CollectorRegistry |
                      readiness=readiness, policies=policies or PolicyTable.default(),
                      pool_max=pool_max)
     ctx.stream = AlertStream(db_url, lambda fn: _with_connection(ctx, fn))
+    ctx.downlink = Downlink(mqtt_url)
+    ctx.evidence_key = key
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await ctx.stream.close()
+        ctx.downlink.close()
         ctx.close()
 
     app = FastAPI(title="giamsat API", version="1",

@@ -49,6 +49,8 @@ class ApiContext:
     readiness: Callable[[], str | None] | None = None
     policies: PolicyTable | None = None  # sentence policies, court thresholds
     stream: AlertStream | None = None  # the live alert stream's listener
+    downlink: Any = None  # api.downlink.Downlink: the MQTT publisher of commands
+    evidence_key: str = ""  # signs evidence manifests (the token signing key)
     keepalive_s: float = 15.0  # SSE keepalive comment interval
     pool_max: int = 8
     _pool: ConnectionPool | None = field(default=None, repr=False)

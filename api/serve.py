@@ -29,11 +29,11 @@ class RedactTokens(logging.Filter):
 
 def run(settings: Settings, db_url: str, secret_key: str | None = None, *,
         readiness: Callable[[], str | None] | None = None,
-        registry: CollectorRegistry | None = None) -> None:
+        registry: CollectorRegistry | None = None, mqtt_url: str | None = None) -> None:
     """Serve until SIGINT/SIGTERM. Logging is the caller's to configure (``log_config=None``)."""
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     app = create_app(settings, db_url, registry=registry or CollectorRegistry(),
-                     secret_key=secret_key, readiness=readiness)
+                     secret_key=secret_key, readiness=readiness, mqtt_url=mqtt_url)
     host, port = settings.http_host_port()
     uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=False,
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, server_header=False)

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """All of giamsat's configuration, with the embedded defaults of contract §4."""
 
-    model_config = SettingsConfigDict(env_prefix="GIAMSAT_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="GIAMSAT_", env_file=None, extra="ignore",
+                                      populate_by_name=True)
 
     # --- services -------------------------------------------------------------------------
     database_url: str | None = Field(
@@ -103,14 +104,25 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(5.0, description="how often offline/escalation sweeps run, s")
     webhook_timeout_s: float = Field(5.0, description="timeout of one webhook attempt, s")
     webhook_max_backoff_s: float = Field(300.0, description="longest wait between retries, s")
+    alert_fix_interval_s: int = Field(
+        10, gt=0, description="fix interval asked of a device while a zone alert is open, s"
+    )
+    normal_fix_interval_s: int = Field(
+        60, gt=0, description="fix interval asked again once its zone alerts are resolved, s"
+    )
 
     # --- API --------------------------------------------------------------------------------
     token_ttl_s: int = Field(900, description="lifetime of an API bearer token, s")
     session_max_s: int = Field(
         43200, description="longest a sign-in lasts, token refreshes included (a shift), s"
     )
-    tile_url: str | None = Field(
-        None, description="map tile URL template; unset = offline map of unit boundaries"
+    map_tiles_url: str | None = Field(
+        None, validation_alias=AliasChoices("GIAMSAT_MAP_TILES_URL", "GIAMSAT_TILE_URL"),
+        description="XYZ tile URL template of the deployment's tile server "
+                    "({z}/{x}/{y}); unset = offline map of unit boundaries",
+    )
+    map_tiles_attribution: str | None = Field(
+        None, description="attribution shown under the map for those tiles (their licence)"
     )
     login_max_failures: int = Field(
         10, description="wrong passwords for one username within the window before its sign-ins "

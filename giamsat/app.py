@@ -460,10 +460,12 @@ def run_api(settings: Settings) -> int:
 
     from api.serve import run
     from giamsat.observe import HEALTH_FILE, WorkerMetrics, worker_readiness
+    from giamsat.worker import service_mqtt_url
 
     registry = CollectorRegistry()
     registry.register(WorkerMetrics(f"http://127.0.0.1:{settings.worker_metrics_port}/metrics"))
     with database_url(settings) as url:
         run(settings, url, secret_key(settings), registry=registry,
-            readiness=worker_readiness(settings.data_dir / HEALTH_FILE))
+            readiness=worker_readiness(settings.data_dir / HEALTH_FILE),
+            mqtt_url=service_mqtt_url(settings))
     return 0

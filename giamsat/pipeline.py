@@ -12,6 +12,7 @@ from typing import Any
 from alerts.decide import DecideStage
 from alerts.delivery.commands import send_command
 from alerts.delivery.deliverer import Deliverer, wall_ms
+from alerts.delivery.fixrate import FixRateJob
 from alerts.delivery.mqtt import MqttChannel
 from alerts.delivery.webhook import WebhookChannel
 from alerts.metrics import AlertMetrics
@@ -37,6 +38,9 @@ class AlertPipeline:
                                    max_backoff_s=settings.webhook_max_backoff_s)
         self.stage = DecideStage(db_url, settings, clock_ms=clock_ms, metrics=self.metrics,
                                  deliverer=self.deliverer, **stage_kwargs)
+        self.fix_rate = FixRateJob(db_url, self.mqtt, fast_s=settings.alert_fix_interval_s,
+                                   normal_s=settings.normal_fix_interval_s,
+                                   poll_s=settings.sweep_interval_s, clock_ms=clock_ms)
         self.ingest = IngestService(settings, db_url, mqtt_url, registry=registry,
                                     on_stored=self.stage.on_stored, amqp_url=amqp_url,
                                     on_activate=self.stage.take_over)
@@ -45,8 +49,10 @@ class AlertPipeline:
         self.deliverer.start()
         self.stage.start()
         self.ingest.start()
+        self.fix_rate.start()
 
     def stop(self) -> None:
+        self.fix_rate.stop()
         self.ingest.stop()
         self.stage.stop()
         self.deliverer.stop()

@@ -19,7 +19,9 @@ from giamsat.pipeline import AlertPipeline
 log = logging.getLogger("giamsat.worker")
 
 
-def _mqtt_url(settings: Settings) -> str:
+def service_mqtt_url(settings: Settings) -> str:
+    """The service's broker URL: ``GIAMSAT_MQTT_URL``, else the embedded broker's service login
+    (the worker ingests with it, the API publishes commands with it)."""
     if settings.mqtt_url:
         return settings.mqtt_url
     from embedded.brokerconfig import embedded_login_url
@@ -57,7 +59,7 @@ def run_worker(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     health = settings.data_dir / HEALTH_FILE
     with database_url(settings) as db_url:
-        pipeline = AlertPipeline(settings, db_url, _mqtt_url(settings), registry=registry,
+        pipeline = AlertPipeline(settings, db_url, service_mqtt_url(settings), registry=registry,
                                  amqp_url=_amqp_url(settings))
         pipeline.start()
         log.info("pipeline worker running")

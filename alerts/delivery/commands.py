@@ -26,6 +26,39 @@ def command_topic(device_id: str) -> str:
     return device_topic(device_id, "cmd")
 
 
+def new_command(type: str, **fields: Any) -> dict[str, Any]:
+    """A command's payload with a fresh id (``ValueError`` for a malformed one)."""
+    return {"id": uuid.uuid4().hex, "type": type, **_command_fields(type, fields)}
+
+
+def record_command(conn: psycopg.Connection, device_id: str, payload: Mapping[str, Any], *,
+                   sent_by: str = "system", now_ms: int | None = None) -> None:
+    """Store the command so ingest can match the device's answer to it. Commit it *before*
+    publishing: a device may answer within milliseconds, and an answer naming a command ingest
+    cannot see is dead-lettered."""
+    conn.execute("INSERT INTO device_commands (id, device_id, type, payload, sent_at, sent_by) "
+                 "VALUES (%s, %s, %s, %s, %s, %s)",
+                 (payload["id"], device_id, payload["type"], orjson.dumps(payload).decode(),
+                  ms_to_dt(wall_ms() if now_ms is None else now_ms), sent_by))
+
+
+def forget_command(conn: psycopg.Connection, command_id: str) -> None:
+    """Remove a recorded command that could not be published (no answer can come)."""
+    conn.execute("DELETE FROM device_commands WHERE id = %s AND answered_at IS NULL",
+                 (command_id,))
+
+
+def publish_command(client: Any, device_id: str, payload: Mapping[str, Any],
+                    wait_s: float | None = 5.0) -> None:
+    """Publish (QoS 1); with ``wait_s``, wait for the PUBACK and raise ``TimeoutError`` without
+    one (``RuntimeError`` from paho when not connected)."""
+    info = client.publish(command_topic(device_id), orjson.dumps(payload), qos=1)
+    if wait_s is not None:
+        info.wait_for_publish(wait_s)
+        if not info.is_published():
+            raise TimeoutError(f"command {payload['id']} to {device_id}: no PUBACK in {wait_s} s")
+
+
 def send_command(client: Any, device_id: str, type: str, *, conn: psycopg.Connection | None = None,
                  sent_by: str = "system", now_ms: int | None = None, wait_s: float | None = 5.0,
                  **fields: Any) -> str:
@@ -33,21 +66,16 @@ def send_command(client: Any, device_id: str, type: str, *, conn: psycopg.Connec
 
     ``client``: a paho client or an ``MqttChannel`` (anything with ``publish(topic, payload,
     qos)``). ``set_interval`` needs ``fix_s`` (int s > 0), ``notify_wearer`` a short ``text``.
-    With ``conn`` the command is recorded in ``device_commands`` (committed by the caller) so
-    ingest can match the device's ``ack`` to it. With ``wait_s`` it waits for the
+    With ``conn`` the command is recorded in ``device_commands`` so ingest can match the
+    device's ``ack`` to it; the caller commits, and a device answering before that commit has
+    its answer dead-lettered: callers that expect quick answers use ``record_command`` (and
+    commit) then ``publish_command``, as the API and the fix-rate job do. With ``wait_s`` it waits for the
     broker's PUBACK and raises ``TimeoutError`` without one.
     """
-    payload = {"id": uuid.uuid4().hex, "type": type, **_command_fields(type, fields)}
+    payload = new_command(type, **fields)
     if conn is not None:
-        conn.execute("INSERT INTO device_commands (id, device_id, type, payload, sent_at, sent_by) "
-                     "VALUES (%s, %s, %s, %s, %s, %s)",
-                     (payload["id"], device_id, type, orjson.dumps(payload).decode(),
-                      ms_to_dt(wall_ms() if now_ms is None else now_ms), sent_by))
-    info = client.publish(command_topic(device_id), orjson.dumps(payload), qos=1)
-    if wait_s is not None:
-        info.wait_for_publish(wait_s)
-        if not info.is_published():
-            raise TimeoutError(f"command {payload['id']} to {device_id}: no PUBACK in {wait_s} s")
+        record_command(conn, device_id, payload, sent_by=sent_by, now_ms=now_ms)
+    publish_command(client, device_id, payload, wait_s)
     return payload["id"]
 
 

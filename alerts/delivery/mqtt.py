@@ -56,6 +56,10 @@ class MqttChannel:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
 
+    def wait_connected(self, timeout_s: float) -> bool:
+        """True once connected to the broker (waits up to ``timeout_s``)."""
+        return self._connected.wait(timeout_s)
+
     def send(self, items: Sequence[Outgoing]) -> list[Outcome]:
         if not self._connected.is_set():
             return [Outcome(False, error="not connected to the broker") for _ in items]

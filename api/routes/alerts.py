@@ -45,11 +45,15 @@ class ResolveIn(BaseModel):
     note: str | None = Field(None, max_length=2000)
 
 
-_SELECT = "SELECT a.*, u.parent AS parent_unit FROM alerts a JOIN units u ON u.code = a.unit"
+_SELECT = ("SELECT a.*, u.parent AS parent_unit, s.name AS supervisee_name FROM alerts a "
+           "JOIN units u ON u.code = a.unit JOIN supervisees s ON s.id = a.supervisee_id")
 
 
 def _json(row: dict[str, Any]) -> dict[str, Any]:
-    return alert_json(row, parent_unit=row["parent_unit"])
+    """The contract's alert JSON plus ``supervisee_name`` for officers (the API is scoped and
+    audited; MQTT and webhook payloads stay id-only, see ``alerts.texts``)."""
+    return {**alert_json(row, parent_unit=row["parent_unit"]),
+            "supervisee_name": row["supervisee_name"]}
 
 
 def visible_alert(conn: psycopg.Connection, caller: Scope, alert_id: int) -> dict[str, Any]:
@@ -73,6 +77,9 @@ def list_alerts(
     severity: Severity | None = None,
     active: bool | None = None,
     supervisee_id: Annotated[str | None, Query(max_length=64)] = None,
+    q: Annotated[str | None, Query(max_length=100, pattern=r"^[^\x00]*$",
+                                   description="part of the supervisee's name or id "
+                                               "(case-insensitive)")] = None,
     start: Annotated[int | None, Query(alias="from", ge=MIN_MS, le=MAX_MS,
                                        description="opened at or after, epoch ms")] = None,
     end: Annotated[int | None, Query(alias="to", ge=MIN_MS, le=MAX_MS,
@@ -83,6 +90,7 @@ def list_alerts(
     """Alerts in scope, newest first, filtered; ``total`` counts all that match."""
     params = {"u": caller.unit_filter(conn, unit), "status": status, "type": type,
               "severity": severity, "active": active, "sid": supervisee_id,
+              "q": f"%{_like_escape(q.strip())}%" if q and q.strip() else None,
               "from": to_dt(start) if start is not None else None,
               "to": to_dt(end) if end is not None else None, "limit": limit, "offset": offset}
     where = """
@@ -93,13 +101,15 @@ def list_alerts(
        AND (%(severity)s::text IS NULL OR a.severity = %(severity)s)
        AND (%(active)s::boolean IS NULL OR a.active = %(active)s)
        AND (%(sid)s::text IS NULL OR a.supervisee_id = %(sid)s)
+       AND (%(q)s::text IS NULL OR s.name ILIKE %(q)s OR a.supervisee_id ILIKE %(q)s)
        AND (%(from)s::timestamptz IS NULL OR a.opened_at >= %(from)s)
        AND (%(to)s::timestamptz IS NULL OR a.opened_at < %(to)s)"""
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(_SELECT + where + " ORDER BY a.opened_at DESC, a.id DESC "
                            "LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
         total = cur.execute("SELECT count(*) AS n FROM alerts a "
-                            "JOIN units u ON u.code = a.unit" + where,
+                            "JOIN units u ON u.code = a.unit "
+                            "JOIN supervisees s ON s.id = a.supervisee_id" + where,
                             params).fetchone()["n"]
     return {"alerts": [_json(r) for r in rows], "total": total, "limit": limit,
             "offset": offset}
@@ -130,6 +140,11 @@ def alert_history(alert_id: AlertId, ctx: Ctx, caller: Caller, conn: Conn) -> di
                            "WHERE alert_id = %s ORDER BY id", (alert_id,)).fetchall()
     return {"alert": _explained(ctx, conn, row),
             "history": [{**h, "at": to_ms(h["at"])} for h in hist]}
+
+
+def _like_escape(text: str) -> str:
+    """``text`` matched literally by LIKE (its ``%``, ``_`` and ``\\`` escaped)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _lifecycle_error(exc: AlertError) -> Problem:

@@ -44,7 +44,9 @@ def readyz(ctx: Ctx) -> JSONResponse:
 
 @router.get("/api/v1/config", tags=["dashboard"])
 def config(ctx: Ctx) -> dict:
-    """What the dashboard needs before sign-in: tile URL (null = offline boundary map),
-    local time zone and token lifetime. Public: holds no data."""
+    """What the dashboard needs before sign-in: the XYZ tile URL and its attribution (null =
+    offline boundary map; ``tile_url`` repeats it for older clients), local time zone and
+    token lifetime. Public: holds no data."""
     s = ctx.settings
-    return {"tile_url": s.tile_url, "timezone": s.timezone, "token_ttl_s": s.token_ttl_s}
+    return {"map_tiles_url": s.map_tiles_url, "map_tiles_attribution": s.map_tiles_attribution,
+            "tile_url": s.map_tiles_url, "timezone": s.timezone, "token_ttl_s": s.token_ttl_s}

@@ -4,9 +4,10 @@ const BASE = '/api/v1';
 const TOKEN_KEY = 'giamsat.session';
 
 export class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, rule = null) {
     super(message);
     this.status = status;
+    this.rule = rule; // the policy rule a refusal names (permits), when the API gives one
   }
 }
 
@@ -126,7 +127,10 @@ async function request(method, path, { params, json, raw } = {}) {
     clearSession();
     onExpired();
   }
-  if (!res.ok) throw new ApiError(res.status, await errorText(res));
+  if (!res.ok) {
+    const rule = res.headers.get('content-type')?.includes('json') ? await res.clone().json().then((d) => d.rule || null, () => null) : null;
+    throw new ApiError(res.status, await errorText(res), rule);
+  }
   if (raw) return res;
   if (res.status === 204) return null;
   return res.json();
@@ -135,6 +139,7 @@ async function request(method, path, { params, json, raw } = {}) {
 export const get = (path, params) => request('GET', path, { params });
 export const post = (path, json) => request('POST', path, { json: json ?? {} });
 export const put = (path, json) => request('PUT', path, { json: json ?? {} });
+export const del = (path) => request('DELETE', path);
 /** The raw response (for CSV and printable HTML), still authorised. */
 export const fetchRaw = (path, params) => request('GET', path, { params, raw: true });
 

@@ -2,6 +2,8 @@
 // with a supervisee panel, and the monthly report. Plain ES modules, no framework, no CDN.
 
 import * as api from './api.js';
+import { renderAdmin } from './admin.js';
+import * as casework from './case.js';
 import { applyStatic, getLang, setLang, t } from './i18n.js';
 import { citationText, showCasework } from './casework.js';
 import { MapView } from './map.js';
@@ -32,7 +34,7 @@ const state = {
   fresh: new Set(),   // ids that arrived live, highlighted for a while
   selectedId: null,
   history: [],
-  filters: { status: 'unresolved', severity: '', type: '', unit: '' },
+  filters: { status: 'unresolved', severity: '', type: '', unit: '', q: '' },
   muted: localStorage.getItem('giamsat.muted') === '1',
   stream: null,
   connState: ['connecting'],
@@ -79,7 +81,7 @@ function asList(data, ...keys) {
 }
 
 function alertMessage(a) {
-  return (getLang() === 'en' ? a.message_en : a.message_vi) || a.message_vi || a.message_en || label('type', a.type);
+  return casework.withName((getLang() === 'en' ? a.message_en : a.message_vi) || a.message_vi || a.message_en || label('type', a.type), a);
 }
 
 function severityBadge(sev) {
@@ -149,6 +151,7 @@ async function startApp() {
     state.config = { tile_url: null };
   }
   await loadUnits();
+  await casework.loadNames();
   renderWho();
   buildFilters();
   buildReportForm();
@@ -229,6 +232,7 @@ function stopApp() {
   state.report = null;
   state.signins = null;
   fill($('signins-body'));
+  state.casePanel = null;
   if (state.map) state.map.map.remove(); // another officer may sign in next: start afresh
   state.map = null;
   state.mapReady = null;
@@ -298,6 +302,7 @@ function rerenderAll() {
   if (state.map) state.map.renderLegend();
   if (state.report) renderReport($('report-body'), state.report, unitName(state.report.unit));
   if (state.signins) renderSignins($('signins-body'), state.signins);
+  if (state.view === 'admin') route();
 }
 
 // --- routing: #/alerts[/id], #/map[/supervisee], #/report ---------------------------------
@@ -305,11 +310,14 @@ function rerenderAll() {
 function route() {
   if ($('app-view').hidden) return;
   const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
-  const views = ['alerts', 'map', 'report', 'casework', ...(isAdmin() ? ['signins'] : [])];
+  const manager = state.user && ['province', 'admin'].includes(state.user.role);
+  $('tab-admin').hidden = !manager;
+  $('tab-signins').hidden = !isAdmin();
+  const views = ['alerts', 'map', 'report', 'casework', ...(manager ? ['admin'] : []),
+    ...(isAdmin() ? ['signins'] : [])];
   const view = views.includes(parts[0]) ? parts[0] : 'alerts';
   state.view = view;
-  $('tab-signins').hidden = !isAdmin();
-  for (const v of ['alerts', 'map', 'report', 'casework', 'signins']) {
+  for (const v of ['alerts', 'map', 'report', 'casework', 'admin', 'signins']) {
     $(`view-${v}`).hidden = v !== view;
     const tab = $(`tab-${v}`);
     if (v === view) tab.setAttribute('aria-current', 'page');
@@ -322,6 +330,8 @@ function route() {
     showMap();
   } else if (view === 'casework') {
     showCasework($('view-casework'));
+  } else if (view === 'admin') {
+    renderAdmin($('view-admin'), { user: state.user, loadUnits: async () => { await loadUnits(); return state.units; } });
   } else if (view === 'signins') {
     loadSignins();
   }
@@ -375,19 +385,21 @@ function onFilterChange() {
     severity: $('f-severity').value,
     type: $('f-type').value,
     unit: $('f-unit').value,
+    q: $('f-q').value,
   };
   loadAlerts();
 }
 
 async function loadAlerts() {
   const f = state.filters;
-  const base = { severity: f.severity, type: f.type, unit: f.unit, limit: LIST_LIMIT };
+  const base = { severity: f.severity, type: f.type, unit: f.unit, q: f.q, limit: LIST_LIMIT };
   const statuses = f.status === 'unresolved' ? ['open', 'acknowledged'] : [f.status];
   $('alert-list').setAttribute('aria-busy', 'true');
   try {
     const lists = await Promise.all(statuses.map((status) => api.get('/alerts', { ...base, status })));
     const fetched = new Map();
     for (const list of lists) for (const a of asList(list, 'alerts')) fetched.set(a.id, a);
+    casework.rememberNames([...fetched.values()]);
     // Keep what streamed in meanwhile if it is newer than what the list returned.
     for (const [id, a] of state.alerts) {
       const got = fetched.get(id);
@@ -411,7 +423,7 @@ function matchesFilters(a) {
   if (f.severity && a.severity !== f.severity) return false;
   if (f.type && a.type !== f.type) return false;
   if (f.unit && a.unit !== f.unit && state.unitByCode.get(a.unit)?.parent !== f.unit) return false;
-  return true;
+  return casework.matchesSearch(a, f.q);
 }
 
 function visibleAlerts() {
@@ -440,7 +452,7 @@ function alertRow(a) {
       ...flags,
       h('time', { class: 'row-time', datetime: new Date(a.opened_at).toISOString(), dataset: { ts: a.opened_at }, title: formatDateTime(a.opened_at) }, relativeTime(a.opened_at))),
     h('span', { class: 'row-msg' }, alertMessage(a)),
-    h('span', { class: 'row-meta' }, `#${a.id} · ${a.supervisee_id}${a.zone_id ? ` · ${a.zone_id}` : ''} · ${a.unit}`)));
+    h('span', { class: 'row-meta' }, `#${a.id} · ${casework.personLabel(a.supervisee_id)}${a.zone_id ? ` · ${casework.zoneLabel(a.zone_id, a.explanation && a.explanation.purpose)}` : ''} · ${a.unit}`)));
 }
 
 function renderList() {
@@ -488,9 +500,14 @@ async function selectAlert(id) {
   renderList();
   renderDetail();
   if (id) {
+    // focus the opened alert at once (a keyboard user is not left on the row while the
+    // history loads), and again after it: the pane may be rebuilt when the alert comes with it
+    const first = $('detail-heading');
+    if (first) first.focus({ preventScroll: false });
     await loadHistory(id);
     const heading = $('detail-heading');
-    if (heading) heading.focus({ preventScroll: false });
+    const lost = !document.activeElement || document.activeElement === document.body;
+    if (heading && lost && id === state.selectedId) heading.focus({ preventScroll: false });
   }
 }
 
@@ -499,7 +516,12 @@ async function loadHistory(id) {
     const data = await api.get(`/alerts/${id}/history`);
     if (id !== state.selectedId) return;
     state.history = asList(data, 'history');
-    if (!state.alerts.has(id) && data && data.alert) state.alerts.set(id, data.alert);
+    if (!state.alerts.has(id) && data && data.alert) {
+      // a link to an alert the queue's filter leaves out (e.g. resolved): show it all the same
+      state.alerts.set(id, data.alert);
+      casework.rememberNames([data.alert]);
+      renderDetail();
+    }
     if (data && data.alert && data.alert.citation) {  // the law behind the rule (issue 13)
       state.citations.set(id, data.alert.citation);
       if (state.alerts.has(id) && $('detail-summary')) renderSummary(state.alerts.get(id));
@@ -545,11 +567,16 @@ function renderDetail() {
         h('button', { type: 'button', class: 'tool close', 'aria-label': t('detail.close'), onclick: () => { location.hash = '#/alerts'; } }, '✕')),
       h('div', { id: 'detail-summary', class: 'detail-summary' }),
       h('div', { id: 'detail-actions' }),
+      h('section', { id: 'alert-commands', class: 'alert-commands' }),
       h('section', { class: 'history', 'aria-labelledby': 'history-heading' },
         h('h3', { id: 'history-heading' }, t('detail.history')),
         h('ol', { id: 'history-list', class: 'history-list' })));
   }
   renderSummary(a);
+  if (!sameAlert) {
+    if (state.stopCommands) state.stopCommands();
+    state.stopCommands = a.device_id ? casework.commandsPanel($('alert-commands'), a.device_id, { since: a.opened_at, alertId: a.id }) : null;
+  }
   const actions = $('detail-actions');
   if (!sameAlert || actions.dataset.status !== a.status) {
     actions.dataset.status = a.status;
@@ -569,9 +596,9 @@ function renderSummary(a) {
     h('dl', { class: 'fields' },
       ...field('detail.id', `#${a.id}`),
       ...field('detail.type', label('type', a.type)),
-      ...field('detail.supervisee', h('a', { href: `#/map/${encodeURIComponent(a.supervisee_id)}` }, a.supervisee_id)),
+      ...field('detail.supervisee', h('a', { href: `#/map/${encodeURIComponent(a.supervisee_id)}` }, casework.personLabel(a.supervisee_id))),
       ...field('detail.device', a.device_id),
-      ...field('detail.zone', a.zone_id),
+      ...field('detail.zone', casework.zoneLabel(a.zone_id, a.explanation && a.explanation.purpose)),
       ...field('unit', unitName(a.unit)),
       ...field('detail.position', pos),
       ...field('detail.opened', `${formatDateTime(a.opened_at)} (${relativeTime(a.opened_at)})`),
@@ -694,7 +721,8 @@ function showAlertOnMap(a) {
 async function showMap() {
   if (!state.map) {
     state.map = new MapView($('map'), {
-      tileUrl: state.config && state.config.tile_url,
+      tileUrl: state.config && (state.config.map_tiles_url || state.config.tile_url),
+      tileAttribution: state.config && state.config.map_tiles_attribution,
       onSelectSupervisee: (id) => { location.hash = `#/map/${encodeURIComponent(id)}`; },
     });
     state.mapReady = loadMapData();
@@ -758,10 +786,15 @@ async function loadMapData() {
   }
 }
 
+/** Supervisees with an unresolved alert: their dots stand out on the map. */
+function alertingSupervisees() {
+  return new Set([...state.alerts.values()].filter((a) => a.status !== 'resolved').map((a) => a.supervisee_id));
+}
+
 async function loadPositions() {
   try {
     state.positions = await api.get('/positions', {});
-    state.map.setPositions(state.positions);
+    state.map.setPositions(state.positions, Date.now(), alertingSupervisees());
   } catch {
     /* the map keeps what it had */
   }
@@ -786,7 +819,7 @@ async function selectSupervisee(id) {
   if (token !== state.supToken) return;
   state.selectedSup = { id, loaded: true, detail, zones, track, permits };
   let bounds = null;
-  if (zones) bounds = state.map.setZones(id, zones).getBounds();
+  if (zones) bounds = state.map.setZones(id, zones, { selected: true }).getBounds();
   const tb = state.map.setTrack(track);
   if (tb && tb.isValid()) bounds = bounds && bounds.isValid() ? bounds.extend(tb) : tb;
   if (bounds && bounds.isValid() && !state.pendingFocus) state.map.fit(bounds);
@@ -901,7 +934,28 @@ function renderSupPanel() {
     sel.loaded && alerts.length ? h('ul', { class: 'sup-alerts' }, ...alerts.map((a) => h('li', {},
       h('a', { href: `#/alerts/${a.id}` }, severityBadge(a.severity), ` ${label('type', a.type)} · ${label('status', a.status)}`)))) : null,
     h('button', { type: 'button', class: 'primary', id: 'case-export', onclick: () => openCaseExport(sel.id) }, t('sup.export')),
+    sel.loaded ? casePanel(sel) : null,
   );
+}
+
+/** The case panel (casework.renderCasePanel) of the selection, built once per selection and
+ *  language, kept across redraws so forms being filled keep their content. */
+function casePanel(sel) {
+  const key = `${sel.id}:${getLang()}`;
+  if (!state.casePanel || state.casePanel.dataset.key !== key) {
+    state.casePanel = h('div', { id: 'case-panel', class: 'case-panel', dataset: { key } });
+    casework.renderCasePanel(state.casePanel, {
+      sid: sel.id, detail: sel.detail, zones: sel.zones, track: sel.track, map: state.map, toast,
+      reloadZones: async () => {
+        const fc = await api.get(`/supervisees/${encodeURIComponent(sel.id)}/zones`);
+        sel.zones = fc;
+        state.map.setZones(sel.id, fc, { selected: true });
+        renderSupPanel();
+        return fc;
+      },
+    });
+  }
+  return state.casePanel;
 }
 
 async function openCaseExport(id) {
@@ -927,7 +981,7 @@ function buildReportForm() {
   const current = sel.value || (state.user && state.user.unit) || '';
   const scoped = state.units.filter((u) => !u.outside);
   fill(sel, ...scoped.map((u) => option(u.code, `${u.name} (${u.code})`, current)));
-  if (!$('r-month').value) $('r-month').value = currentMonth();
+  casework.fillMonthPicker($('r-month'), currentMonth());
 }
 
 async function showReport(ev) {
@@ -984,6 +1038,7 @@ function init() {
     renderMute();
   });
   $('filters').addEventListener('change', onFilterChange);
+  $('f-q').addEventListener('input', () => { state.filters.q = $('f-q').value; renderList(); });
   $('report-form').addEventListener('submit', showReport);
   $('r-csv').addEventListener('click', downloadCsv);
   window.addEventListener('hashchange', route);

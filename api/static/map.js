@@ -15,6 +15,7 @@ export const COLORS = {
   exclusion: '#dc2626',
   protection: '#7f1d1d',
   position: '#1d4ed8',
+  alert: '#e11d48',
   stale: '#6b7280',
   track: '#4338ca',
   decision: {
@@ -27,11 +28,14 @@ export const COLORS = {
 
 const STALE_MS = 10 * 60 * 1000;
 
-export function zoneStyle(props) {
+/** A zone's style. Fills stay faint (inclusion zones are outlined only) so that overlapping
+ *  zones of many people stay readable; `emphasis` (the selected person's zones) draws them
+ *  thicker and lightly filled, the others thin and unfilled. */
+export function zoneStyle(props, emphasis = true) {
   const p = props || {};
   const curfew = p.purpose === 'curfew' || (Array.isArray(p.schedule) && p.schedule.length > 0);
   let color = p.kind === 'exclusion' ? COLORS.exclusion : COLORS.inclusion;
-  let fillOpacity = 0.04;
+  let fillOpacity = 0;
   let weight = 2.5;
   if (p.purpose === 'protection') {
     color = COLORS.protection;
@@ -40,6 +44,7 @@ export function zoneStyle(props) {
   } else if (p.kind === 'exclusion') {
     fillOpacity = 0.1;
   }
+  if (!emphasis) return { color, weight: 1.5, opacity: 0.7, fill: false, dashArray: curfew ? '6 5' : null };
   return { color, weight, fillColor: color, fillOpacity, dashArray: curfew ? '8 6' : null };
 }
 
@@ -54,9 +59,9 @@ function escapeText(s) {
 }
 
 /** A zone feature as a Leaflet layer: polygons via GeoJSON, circles (Point + radius_m). */
-function zoneLayer(feature) {
+function zoneLayer(feature, emphasis = true) {
   const props = { ...(feature.properties || {}) };
-  const style = zoneStyle(props);
+  const style = zoneStyle(props, emphasis);
   const geom = feature.geometry;
   const radius = props.radius_m;
   let center = props.center;
@@ -78,7 +83,7 @@ function zoneLayer(feature) {
 }
 
 export class MapView {
-  constructor(container, { tileUrl, onSelectSupervisee } = {}) {
+  constructor(container, { tileUrl, tileAttribution, onSelectSupervisee } = {}) {
     this.onSelectSupervisee = onSelectSupervisee || (() => {});
     this.map = L.map(container, {
       center: [16.0, 106.0],
@@ -91,7 +96,10 @@ export class MapView {
       '<a href="vendor/leaflet/LICENSE" title="Leaflet (BSD-2-Clause)">Leaflet</a>',
     );
     if (tileUrl) {
-      this.tiles = L.tileLayer(tileUrl, { maxZoom: 19 }).addTo(this.map);
+      // the deployment's own XYZ tile server; the unit boundaries stay drawn above it, so the
+      // map still reads when tiles fail to load
+      this.tiles = L.tileLayer(tileUrl, { maxZoom: 19, attribution: tileAttribution || '' }).addTo(this.map);
+      container.classList.add('tiled-map');
     } else {
       container.classList.add('offline-map');
     }
@@ -149,6 +157,7 @@ export class MapView {
       ['legend.protection', swatch({ ...zoneStyle({ kind: 'exclusion', purpose: 'protection' }), fill: COLORS.protection })],
       ['legend.curfew', swatch(zoneStyle({ kind: 'inclusion', purpose: 'curfew' }))],
       ['legend.position', swatch({ color: '#fff', weight: 2, fill: COLORS.position, fillOpacity: 1 }, 'dot')],
+      ['legend.alert', swatch({ color: COLORS.alert, weight: 3, fill: COLORS.alert, fillOpacity: 1 }, 'dot')],
       ['legend.stale', swatch({ color: '#fff', weight: 2, fill: COLORS.stale, fillOpacity: 1 }, 'dot')],
       ['legend.track', swatch({ color: COLORS.track, weight: 3 })],
     ];
@@ -192,12 +201,12 @@ export class MapView {
   }
 
   /** The zones of one supervisee (a GeoJSON FeatureCollection). */
-  setZones(superviseeId, fc) {
+  setZones(superviseeId, fc, { selected = false } = {}) {
     const old = this.zonesBySupervisee.get(superviseeId);
     if (old) this.zones.removeLayer(old);
     const group = L.featureGroup();
     for (const f of (fc && fc.features) || []) {
-      const layer = zoneLayer(f);
+      const layer = zoneLayer(f, selected);
       if (layer) group.addLayer(layer);
     }
     this.zonesBySupervisee.set(superviseeId, group);
@@ -207,23 +216,28 @@ export class MapView {
   }
 
   /** Last positions: a dot per supervisee and a ring of its accuracy. */
-  setPositions(fc, now = Date.now()) {
+  setPositions(fc, now = Date.now(), alerting = new Set()) {
     this.positions.clearLayers();
     for (const f of (fc && fc.features) || []) {
       if (!f.geometry || f.geometry.type !== 'Point') continue;
       const [lon, lat] = f.geometry.coordinates;
       const p = f.properties || {};
       const stale = p.ts && now - p.ts > STALE_MS;
-      const color = stale ? COLORS.stale : COLORS.position;
+      const inAlert = alerting.has(p.supervisee_id);
+      const color = inAlert ? COLORS.alert : stale ? COLORS.stale : COLORS.position;
       if (p.acc) {
         this.positions.addLayer(
           L.circle([lat, lon], { radius: p.acc, color, weight: 1, fillOpacity: 0.08, interactive: false }),
         );
       }
+      if (inAlert) { // a halo around the person in alert: seen at a glance among the others
+        this.positions.addLayer(L.circleMarker([lat, lon], { radius: 16, color: COLORS.alert, weight: 3, fill: false, className: 'alert-halo', interactive: false }));
+      }
       const marker = L.circleMarker([lat, lon], {
-        radius: 7,
+        radius: inAlert ? 9 : 7,
         color: '#ffffff',
         weight: 2,
+        className: inAlert ? 'position-alert' : '',
         fillColor: color,
         fillOpacity: 1,
       });

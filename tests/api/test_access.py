@@ -195,6 +195,32 @@ CASES = [
          "tinh.t", 200, "xa.b", params={"quarter": "2026-Q1", "unit": COMMUNE_A},
          check="deadlines_overdue"),
 ]
+# replay (the table missed it when the route came)
+CASES += [Case("POST", "/api/v1/supervisees/{sid}/replay", A + "/replay", "tinh.t", 200, "tinh.x",
+               json={"from": T0 - 60_000, "to": T0 + HOUR}, check="alerts")]
+# casework (issue 15); this world has no broker: the insider's command is a clear 503 here and
+# goes through a real broker in test_casework.py
+CASES += [
+    Case("GET", "/api/v1/devices/{device_id}/commands", f"/api/v1/devices/{DEV_A}/commands",
+         "xa.a", 200, "xa.b"),
+    Case("POST", "/api/v1/devices/{device_id}/commands", f"/api/v1/devices/{DEV_A}/commands",
+         "xa.a", 503, "xa.b", json={"type": "locate"}, check="MQTT"),
+    Case("GET", "/api/v1/supervisees/{sid}/evidence", A + "/evidence", "xa.a", 200, "xa.b",
+         params=TRACK),
+    Case("GET", "/api/v1/audit", "/api/v1/audit", "tinh.t", 200, "xa.a", check="entries"),
+    Case("GET", "/api/v1/units/{code}/webhooks", f"/api/v1/units/{COMMUNE_A}/webhooks",
+         "tinh.t", 200, "tinh.x"),
+    Case("POST", "/api/v1/units/{code}/webhooks", f"/api/v1/units/{COMMUNE_A}/webhooks",
+         "tinh.t", 201, "xa.a", json={"url": "http://127.0.0.1:9/hook"}, check="secret"),
+    Case("POST", "/api/v1/webhooks/{webhook_id}/disable", "/api/v1/webhooks/{webhook:1}/disable",
+         "tinh.t", 200, "tinh.x", check="disabled_at"),
+    Case("POST", "/api/v1/webhooks/{webhook_id}/enable", "/api/v1/webhooks/{webhook:1}/enable",
+         "tinh.t", 200, "xa.a"),
+    Case("POST", "/api/v1/webhooks/{webhook_id}/test", "/api/v1/webhooks/{webhook:1}/test",
+         "tinh.t", 200, "tinh.x", check="ok"),
+    Case("GET", "/api/v1/webhooks/{webhook_id}/deliveries",
+         "/api/v1/webhooks/{webhook:1}/deliveries", "tinh.t", 200, "xa.b", check="tests"),
+]
 
 SELF_VIEWS = {"GET /api/v1/me", "GET /api/v1/units", "POST /api/v1/auth/refresh"}  # no unit to name: the outsider sees their own
 STREAMING = {"/api/v1/alerts/stream"}
@@ -206,6 +232,13 @@ def _url(case: Case, api) -> str:
         url = url.replace(f"{{alert:{name}}}", str(alert_id))
     for name, permit_id in api.world.permits.items():
         url = url.replace(f"{{permit:{name}}}", str(permit_id))
+    if "{webhook:1}" in url:  # the first webhook of COMMUNE_A, made by the POST case above
+        from schema import connect
+
+        with connect(api.db_url) as conn:
+            row = conn.execute("SELECT min(id) FROM unit_webhooks WHERE unit = %s",
+                               (COMMUNE_A,)).fetchone()
+        url = url.replace("{webhook:1}", str(row[0]))
     return url
 
 

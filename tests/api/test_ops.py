@@ -44,7 +44,7 @@ def test_dashboard_is_served_at_root(db_url, tmp_path):
     with TestClient(app) as client:
         assert "giamsat" in client.get("/").text
         assert client.get("/healthz").status_code == 200
-        assert client.get("/api/v1/config").json()["tile_url"] is None
+        assert client.get("/api/v1/config").json()["map_tiles_url"] is None
         assert client.get("/api/v1/me").status_code == 401
     bare = make_app(db_url, MutableClock(0), static_dir=tmp_path / "missing")
     with TestClient(bare) as client:

@@ -38,9 +38,14 @@ FEW = settings(max_examples=6, deadline=None, derandomize=True, database=None,
 
 
 @pytest.fixture(scope="module")
-def target(api):
+def target(api, mqtt_broker):
+    from api.downlink import Downlink
+
     late.app = api.app
-    return api
+    # commands go to a real broker here (without one they are a deliberate 503)
+    api.app.state.ctx.downlink = Downlink(mqtt_broker.url)
+    yield api
+    api.app.state.ctx.downlink.close()
 
 
 @schema.parametrize()
