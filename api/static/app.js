@@ -437,6 +437,9 @@ function alertRow(a) {
   const flags = [
     a.active ? h('span', { class: 'flag flag-active' }, t('flag.active')) : null,
     a.escalated ? h('span', { class: 'flag flag-escalated' }, t('flag.escalated')) : null,
+    a.occurred_at != null ? h('span', { class: 'flag flag-late', title: t('detail.late.text', {
+      occurred: formatDateTime(a.occurred_at), raised: formatDateTime(a.raised_at ?? a.opened_at),
+    }) }, t('queue.late')) : null,
   ];
   return h('li', { class: `alert-row sev-row-${a.severity}${state.fresh.has(a.id) ? ' fresh' : ''}`, dataset: { id: a.id, status: a.status } },
     h('button', {
@@ -602,6 +605,10 @@ function renderSummary(a) {
       ...field('unit', unitName(a.unit)),
       ...field('detail.position', pos),
       ...field('detail.opened', `${formatDateTime(a.opened_at)} (${relativeTime(a.opened_at)})`),
+      // raised from fixes that arrived late (a restart, a backlog, a device's buffer)
+      ...(a.occurred_at != null ? field('detail.late', t('detail.late.text', {
+        occurred: formatDateTime(a.occurred_at), raised: formatDateTime(a.raised_at ?? a.opened_at),
+      })) : []),
       ...field('detail.updated', formatDateTime(a.updated_at)),
       ...(basis(a) ? field('detail.basis', basis(a)) : []),
       ...(state.citations.has(a.id) ? field('detail.law', citationText(state.citations.get(a.id))) : []),

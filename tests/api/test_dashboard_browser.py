@@ -748,3 +748,37 @@ def test_throttled_sign_in_is_explained_and_admins_see_the_failures(browser, db_
         wait.until(lambda _: "sai mật khẩu" in body.text)
         assert OFFICER in body.text and "bị chặn" in body.text
         assert OFFICER in d.find_element(By.ID, "view-signins").text
+
+
+def test_a_late_alert_shows_when_it_happened_and_when_it_was_raised(browser, db_url: str,
+                                                                     seeded: Seed,
+                                                                     tmp_path: Path):
+    """An exit decided from fixes of an hour ago (a restart's backlog): the queue flags it as
+    detected late and its detail says when it happened and when it was raised (issue 11)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from alerts import rules
+    from alerts.model import Occurrence
+
+    now_ms = int(time.time() * 1000)
+    began = now_ms - 3_600_000
+    lat, lon = seeded.outside
+    occ = Occurrence(type="zone_exit", supervisee_id=SUPERVISEE, active=True,
+                     ts_ms=began + 60_000, zone_id="residence", device_id=DEVICE, lat=lat,
+                     lon=lon, since_ms=began, escalate_after_s=86_400, edge=True,
+                     explanation={"source": "geofence", "zone_id": "residence",
+                                  "purpose": "residence", "count": 2})
+    with connect(db_url) as conn, conn.transaction():
+        [change] = rules.apply(conn, occ, now_ms, late_after_ms=60_000)
+    d = browser
+    wait = WebDriverWait(d, 20)
+    with serve_api(db_url, tmp_path) as base:
+        sign_in(d, wait, base)
+        wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, ".alert-row .flag-late"))
+        assert d.find_element(By.CSS_SELECTOR, ".alert-row .flag-late").text == "phát hiện muộn"
+        d.get(f"{base}/#/alerts/{change.alert_id}")
+        wait.until(lambda _: "xảy ra lúc" in d.find_element(By.ID, "alert-detail").text)
+        text = d.find_element(By.ID, "alert-detail").text
+        assert "Phát hiện muộn" in text and "phát hiện muộn" in text
+        Screens(d, tmp_path).shot("13-late-alert-vi")
