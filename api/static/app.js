@@ -960,6 +960,10 @@ function casePanel(sel) {
         renderSupPanel();
         return fc;
       },
+      reloadPermits: async () => {  // after a grant: the panel's list (revoke, shorten) refreshes
+        sel.permits = await api.get(`/supervisees/${encodeURIComponent(sel.id)}/permits`);
+        renderSupPanel();
+      },
     });
   }
   return state.casePanel;

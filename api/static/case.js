@@ -132,15 +132,9 @@ function isoLocal(ms) {
   return new Date(ms + 7 * 3_600_000).toISOString().slice(0, 16);
 }
 
-function permitRow(p) {
-  const dest = p.destination === 'anywhere' ? t('permit.anywhere') : t('permit.area');
-  return h('li', { class: `permit${p.revoked_at ? ' revoked' : ''}`, dataset: { id: p.id } },
-    h('strong', {}, `${formatDateTime(p.valid_from)} – ${formatDateTime(p.valid_to)}`),
-    h('div', {}, `${label('category', p.category)} · ${dest} · ${p.reason}`),
-    h('div', { class: 'muted small' }, t('permit.by', { who: p.granted_by || '?' }), p.revoked_at ? ` · ${t('permit.revoked.short')}` : ''));
-}
-
-function permitsSection(sid, permits, reload) {
+/** The grant form; the permits themselves are listed (with revoke and shorten) in the
+ *  supervisee panel, which `reload` refreshes after a grant. */
+function permitsSection(sid, reload) {
   const err = h('p', { class: 'form-error', id: 'permit-error', role: 'alert', hidden: true });
   const now = Date.now();
   const form = h('form', { class: 'action-form', id: 'permit-form' },
@@ -179,7 +173,6 @@ function permitsSection(sid, permits, reload) {
   });
   return h('section', { id: 'permits' },
     h('h3', {}, t('permit.heading')),
-    h('ul', { class: 'permit-list', id: 'permit-list' }, ...(permits.length ? permits.map(permitRow) : [h('li', { class: 'muted' }, t('permit.none'))])),
     form);
 }
 
@@ -339,7 +332,7 @@ function asArray(x) {
 /**
  * The case panel of a supervisee under the map panel: locate now, permits, zones (draw and
  * edit), the track's decisions, the device history, the evidence pack. `ctx`: {sid, detail,
- * zones, track, map (MapView), reloadZones(), toast(msg, kind)}.
+ * zones, track, map (MapView), reloadZones(), reloadPermits(), toast(msg, kind)}.
  */
 export async function renderCasePanel(el, ctx) {
   const { sid, detail } = ctx;
@@ -360,15 +353,7 @@ export async function renderCasePanel(el, ctx) {
       onFix: (fix) => ctx.map && ctx.map.focusOn(fix.lat, fix.lon, t('cmd.fix.marker')),
     });
   }
-  const reloadPermits = async () => {
-    try {
-      const permits = await api.get(`/supervisees/${encodeURIComponent(sid)}/permits`);
-      fill(permitsEl, permitsSection(sid, permits, reloadPermits));
-    } catch (e) {
-      fill(permitsEl, h('p', { class: 'form-error' }, e.message));
-    }
-  };
-  reloadPermits();
+  fill(permitsEl, permitsSection(sid, async () => { if (ctx.reloadPermits) await ctx.reloadPermits(); }));
   const zoneTools = () => {
     const feats = (ctx.zones && ctx.zones.features) || [];
     const start = (existing) => {

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from schema import connect
-from tests.api.test_casework import Device
+from tests.api.test_case_screens import Device
 from tests.api.test_dashboard_browser import (  # noqa: F401  (fixtures)
     COMMUNE,
     DEVICE,
