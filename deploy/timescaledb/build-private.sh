@@ -3,7 +3,7 @@
 #
 #   deploy/timescaledb/build-private.sh SOURCE_DIR PREFIX
 #
-# SOURCE_DIR  a TimescaleDB source tree (e.g. `git archive 2.29.2 | tar -x -C SOURCE_DIR`)
+# SOURCE_DIR  a TimescaleDB source tree (e.g. `git archive 2.28.3 | tar -x -C SOURCE_DIR`; 2.29 dropped PostgreSQL 15)
 # PREFIX      where the private tree goes, e.g. $HOME/pgts/2.28.3
 #
 # The system's PostgreSQL 15 (Debian layout: /usr/lib/postgresql/15, /usr/share/postgresql/15)
