@@ -126,6 +126,7 @@ class Fence:
         self._exclusion = np.zeros((1, 16), dtype=bool)
         self._scheduled = np.zeros((1, 16), dtype=bool)
         self._pending: set[int] = set()  # zones may have changed: re-decide at the next tick
+        self.late = 0  # late fixes of the last `decide` call
         self._changed = np.zeros(16, dtype=bool)  # per index: state changed since the drain
         self.vectorised = True  # False: every busy supervisee through `step` (the reference)
 
@@ -360,21 +361,15 @@ class Fence:
         self._changed[:] = False
         return out
 
-    def count_late(self, supervisees: Sequence[str] | ArrayLike, ts: ArrayLike) -> int:
-        """How many of these fixes are late (contract §1): of a supervisee in the fence and not
-        after its last decided fix. Call before `decide`, which moves that fix on."""
-        sidx = self._indices(supervisees)
-        t = np.asarray(ts, dtype=np.int64)
-        known = sidx >= 0
-        return int(np.count_nonzero(t[known] <= self._table.decided[sidx[known]]))
-
     def decide(
         self, supervisees: Sequence[str] | ArrayLike, ts: ArrayLike, lon: ArrayLike,
         lat: ArrayLike, acc: ArrayLike,
     ) -> list[Transition]:  # fmt: skip
         """Decide a batch of fixes (any order; ids or indices). Late fixes, fixes at or after
-        the end of the sentence and fixes of supervisees not in the fence decide nothing."""
-        batch = _fresh(self._indices(supervisees), ts, lon, lat, acc, self._table.decided)
+        the end of the sentence and fixes of supervisees not in the fence decide nothing;
+        `late` then says how many of the batch's fixes were late (contract §1)."""
+        batch, self.late = _fresh(self._indices(supervisees), ts, lon, lat, acc,
+                                  self._table.decided)
         if batch is None:
             return []
         s, t, x, y, a = batch
@@ -793,9 +788,10 @@ Batch = tuple[
 def _fresh(
     sidx: NDArray[np.intp], ts: ArrayLike, lon: ArrayLike, lat: ArrayLike, acc: ArrayLike,
     decided: NDArray[np.int64],
-) -> Batch | None:  # fmt: skip
+) -> tuple[Batch | None, int]:  # fmt: skip
     """The fixes to decide, sorted by (supervisee, ts): known supervisees only, not late (after
-    the latest decided instant), not a repeat of the previous fix's instant."""
+    the latest decided instant), not a repeat of the previous fix's instant; and how many of
+    the known supervisees' fixes were late."""
     t = np.asarray(ts, dtype=np.int64)
     x, y = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
     a = np.asarray(acc, dtype=np.float64)
@@ -805,12 +801,13 @@ def _fresh(
     order, sidx, t = _order(sidx, t)
     x, y, a = x[order], y[order], a[order]
     keep = t > decided[sidx]
+    late = len(keep) - int(np.count_nonzero(keep))
     keep[1:] &= (sidx[1:] != sidx[:-1]) | (t[1:] != t[:-1])
     if keep.all():
-        return sidx, t, x, y, a
+        return (sidx, t, x, y, a), late
     if not keep.any():
-        return None
-    return sidx[keep], t[keep], x[keep], y[keep], a[keep]
+        return None, late
+    return (sidx[keep], t[keep], x[keep], y[keep], a[keep]), late
 
 
 @contextmanager

@@ -114,11 +114,10 @@ class Decider:
         now = self.clock_ms()
         transitions: list[Transition] = []
         if len(batch):
-            late = self.fence.count_late(batch.supervisee_id, batch.ts)
             transitions = _zone_transitions(self.fence.decide(
                 batch.supervisee_id, batch.ts, batch.lon, batch.lat, batch.acc))
-            if late and self.metrics is not None:
-                self.metrics.late_fixes.inc(late)
+            if self.fence.late and self.metrics is not None:
+                self.metrics.late_fixes.inc(self.fence.late)
         devices = _device_of(batch) if transitions else {}
         occurrences = [from_transition(t, devices.get(t.supervisee_id)) for t in transitions]
         owners = {d: s for d, s in batch.supervisees.items() if s is not None}
