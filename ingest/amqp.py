@@ -38,7 +38,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from ingest.consumer import Item, wall_clock_ms
+from ingest.consumer import Item, put_waiting, wall_clock_ms
 
 log = logging.getLogger("giamsat.ingest")
 logging.getLogger("pika").setLevel(logging.WARNING)  # it logs every connection step at INFO
@@ -237,16 +237,7 @@ class AmqpConsumer:
         if not self._accepting:
             return  # stopping: not acked, so the broker redelivers it
         item = (mqtt_topic(routing_key), payload, self._clock_ms(), tag, 1, self._generation)
-        try:
-            self.queue.put_nowait(item)
-        except queue.Full:
-            self._on_overflow()
-            while self._accepting:
-                try:
-                    self.queue.put(item, timeout=0.5)
-                    return
-                except queue.Full:
-                    continue
+        put_waiting(self.queue, item, lambda: self._accepting, self._on_overflow)
 
     def _end_session(self) -> None:
         with self._lock:

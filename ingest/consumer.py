@@ -51,6 +51,24 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def put_waiting(q: queue.Queue, item: Item, accepting: Callable[[], bool],
+                on_overflow: Callable[[], None]) -> None:
+    """Put a received message on the bounded queue; when it is full, count the overflow once
+    and wait for room while ``accepting()`` (back-pressure on the broker, never a drop; a
+    message left when stopping is not acknowledged, so the broker delivers it again)."""
+    try:
+        q.put_nowait(item)
+        return
+    except queue.Full:
+        on_overflow()
+    while accepting():
+        try:
+            q.put(item, timeout=0.5)
+            return
+        except queue.Full:
+            continue
+
+
 class Consumer:
     """An MQTT subscriber whose callback only puts `Item`s on a bounded queue."""
 
@@ -116,16 +134,7 @@ class Consumer:
         if not self._accepting:
             return  # stopping: not acknowledged, so the broker redelivers it next session
         item = (topic, payload, self._clock_ms(), mid, qos, self._generation)
-        try:
-            self.queue.put_nowait(item)
-        except queue.Full:
-            self._on_overflow()
-            while self._accepting:
-                try:
-                    self.queue.put(item, timeout=0.5)
-                    return
-                except queue.Full:
-                    continue
+        put_waiting(self.queue, item, lambda: self._accepting, self._on_overflow)
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
                     reason: mqtt.ReasonCode, properties: Properties | None) -> None:
