@@ -9,6 +9,7 @@ count a revoked permit up to its revocation (the registry's one rule), as the im
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -18,9 +19,10 @@ from pydantic import BaseModel, Field, field_validator
 
 import registry
 import registry.permits
-from api.deps import Caller, Conn, Ctx, audit
+from api.deps import ApiContext, Caller, Conn, Ctx, audit
 from api.errors import Problem
 from api.registry import SuperviseeId, bump_registry, refused, supervisee
+from api.scope import Scope
 from api.wire import MAX_MS, MIN_MS, to_dt, to_ms
 from geofence.policy import Permit, PermitRefused, Supervisee, check_permit
 from geofence.zones import ZoneError, check_vertices, parse_geometry
@@ -144,17 +146,9 @@ def revoke_permit(pid: PermitId, ctx: Ctx, caller: Caller, conn: Conn,
                   body: Annotated[Revoke, Body()]) -> dict:
     """Revoke a permit now or from ``at``, as a new version; it then counts (for the total of
     trips) and lifts zones only up to its revocation. The pipeline reloads it."""
-    row = _scoped(conn, caller, pid)
-    try:
-        new = registry.permits.revoke(conn, pid, changed_by=caller.username, reason=body.reason,
-                                      at=None if body.at is None else _instant(body.at),
-                                      now=ctx.now())
-    except registry.ChangeRefused as exc:
-        raise refused(exc) from exc
-    bump_registry(conn)
-    audit(conn, ctx, caller, "permit.revoke", row["supervisee_id"],
-          {"permit_id": pid, "version": new["version"]})
-    return permit_json(new)
+    return _change(pid, ctx, caller, conn, "revoke", lambda: registry.permits.revoke(
+        conn, pid, changed_by=caller.username, reason=body.reason,
+        at=None if body.at is None else _instant(body.at), now=ctx.now()))
 
 
 @router.post("/permits/{pid}/shorten", responses=_CHANGE_RESPONSES)
@@ -162,15 +156,22 @@ def shorten_permit(pid: PermitId, ctx: Ctx, caller: Caller, conn: Conn,
                    body: Annotated[Shorten, Body()]) -> dict:
     """End a permit earlier, at ``valid_to``, as a new version (a longer permit is a new one,
     checked against the sentence policy). The pipeline reloads it."""
+    return _change(pid, ctx, caller, conn, "shorten", lambda: registry.permits.shorten(
+        conn, pid, valid_to=_instant(body.valid_to), changed_by=caller.username,
+        reason=body.reason, now=ctx.now()))
+
+
+def _change(pid: int, ctx: ApiContext, caller: Scope, conn: psycopg.Connection, action: str,
+            change: Callable[[], dict[str, Any]]) -> dict:
+    """A change of a permit in the caller's scope, as a new version: refused with the rule that
+    forbids it, or made, the pipeline told and the change audited."""
     row = _scoped(conn, caller, pid)
     try:
-        new = registry.permits.shorten(conn, pid, valid_to=_instant(body.valid_to),
-                                       changed_by=caller.username, reason=body.reason,
-                                       now=ctx.now())
+        new = change()
     except registry.ChangeRefused as exc:
         raise refused(exc) from exc
     bump_registry(conn)
-    audit(conn, ctx, caller, "permit.shorten", row["supervisee_id"],
+    audit(conn, ctx, caller, f"permit.{action}", row["supervisee_id"],
           {"permit_id": pid, "version": new["version"]})
     return permit_json(new)
 
