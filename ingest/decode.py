@@ -67,6 +67,7 @@ from ingest.records import (
     Fix,
     FixColumns,
     Heartbeat,
+    Received,
     Record,
     Rejected,
 )
@@ -482,9 +483,9 @@ class _PendingFixes:
         self.element += range(len(items))
 
 
-def decode_messages(items: Sequence[Sequence[Any]], *, registered: Registered,
+def decode_messages(items: Sequence[Received], *, registered: Registered,
                     limits: Limits = Limits()) -> Decoded:
-    """Decode a batch of queue items `(topic, payload, received_ms, ...)`.
+    """Decode a batch of queue items (`Received`: topic, payload, received_ms, ...).
 
     Same records as `decode()` on each item with `now_ms = received_ms`, but fixes come out as
     `FixColumns` (the column-validated ones in message order, then the others, e.g. OwnTracks)
@@ -494,7 +495,7 @@ def decode_messages(items: Sequence[Sequence[Any]], *, registered: Registered,
     out, pending, scalar_fixes = Decoded(), _PendingFixes(), list[Fix]()
     devices: list[str | None] = []
     for i, item in enumerate(items):
-        topic, payload, received_ms = item[0], item[1], item[2]
+        topic, payload, received_ms = item.topic, item.payload, item.received_ms
         route = parse_topic(topic)
         if isinstance(route, str):
             out.received["other"] += 1
@@ -535,18 +536,18 @@ def _queue_fix(payload: bytes, device_id: str, i: int, pending: _PendingFixes,
     return False
 
 
-def _validate_pending(pending: _PendingFixes, items: Sequence[Sequence[Any]],
+def _validate_pending(pending: _PendingFixes, items: Sequence[Received],
                       devices: list[str | None], limits: Limits, out: Decoded,
                       scalar_fixes: list[Fix]) -> FixColumns:
     """Column-wise validation of the queued fixes; flagged rows get the scalar check's reason."""
     if not pending.objs:
         return FixColumns()
     msg_idx = np.array(pending.msg, dtype=np.intp)
-    received = np.array([it[2] for it in items], dtype=np.int64)[msg_idx]
+    received = np.array([it.received_ms for it in items], dtype=np.int64)[msg_idx]
     cols, bad = fix_columns(pending.objs, received, limits)
     for row in np.flatnonzero(bad).tolist():
         i, element = pending.msg[row], pending.element[row]
-        msg = Message(items[i][0], items[i][1], devices[i], int(received[row]))
+        msg = Message(items[i].topic, items[i].payload, devices[i], int(received[row]))
         record = decode_fix_element(pending.objs[row], msg, limits, None if element < 0 else element)
         out.add([record], scalar_fixes)
     good = ~bad
