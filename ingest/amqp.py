@@ -40,6 +40,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from ingest.consumer import put_waiting, wall_clock_ms
 from ingest.records import Received
+from protocol import parse_uplink_topic
 
 log = logging.getLogger("giamsat.ingest")
 logging.getLogger("pika").setLevel(logging.WARNING)  # it logs every connection step at INFO
@@ -98,12 +99,11 @@ def declare_topology(channel: BlockingChannel, shards: int) -> None:
 
 def route_of(topic: str) -> tuple[str, str] | None:
     """(device id, kind) of a device topic (MQTT form), OwnTracks as kind ``fix``."""
-    parts = topic.split("/")
-    if len(parts) == 5 and parts[:3] == ["em", "v1", "dev"]:
-        return parts[3], parts[4]
-    if len(parts) == 3 and parts[0] == "owntracks":
-        return f"{parts[1]}-{parts[2]}", "fix"
-    return None
+    route = parse_uplink_topic(topic)
+    if isinstance(route, str):
+        return None
+    kind, device_id = route
+    return device_id, "fix" if kind == "owntracks" else kind
 
 
 def mqtt_topic(routing_key: str) -> str:

@@ -35,11 +35,11 @@ from paho.mqtt.properties import Properties
 from config.mqtt import MqttTarget, parse_mqtt_url
 from ingest.client import IngestClient
 from ingest.records import Received, StoredBatch
+from protocol import UPLINK_FILTERS
 
 log = logging.getLogger("giamsat.ingest")
 
-SUBSCRIPTIONS = [("em/v1/dev/+/fix", 1), ("em/v1/dev/+/hb", 1), ("em/v1/dev/+/evt", 1),
-                 ("em/v1/dev/+/ack", 1), ("owntracks/+/+", 1)]
+SUBSCRIPTIONS = [(topic_filter, 1) for topic_filter in UPLINK_FILTERS]
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 
 

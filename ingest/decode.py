@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import Counter
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
@@ -71,11 +70,10 @@ from ingest.records import (
     Record,
     Rejected,
 )
+from protocol import parse_uplink_topic
 
-DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 INT64_MAX = 2**63 - 1
 DAY_MS = 86_400_000
-UPLINK_KINDS = ("fix", "hb", "evt", "ack")
 _MISSING = object()
 Problem = tuple[str, str]  # (reason, detail)
 Registered = Callable[[str], bool] | Container[str]
@@ -244,22 +242,9 @@ def check_ts(ts: int, now_ms: int, limits: Limits, name: str = "ts",
 # --- topics and payloads --------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1 << 16)
-def parse_topic(topic: str) -> tuple[str, str] | str:
-    """`(kind, device_id)` of a topic, or the reason it is a bad topic (a str)."""
-    parts = topic.split("/")
-    if len(parts) == 5 and parts[:3] == ["em", "v1", "dev"] and parts[4] in UPLINK_KINDS:
-        device_id = parts[3]
-    elif len(parts) == 3 and parts[0] == "owntracks" and parts[1] and parts[2]:
-        device_id = f"{parts[1]}-{parts[2]}"
-        if DEVICE_ID.fullmatch(device_id):
-            return "owntracks", device_id
-        return f"OwnTracks device id {_show(device_id)} is not [A-Za-z0-9_-]{{1,64}}"
-    else:
-        return f"topic {_show(topic)} is not em/v1/dev/{{device_id}}/fix|hb|evt|ack"
-    if not DEVICE_ID.fullmatch(device_id):
-        return f"device id {_show(device_id)} is not [A-Za-z0-9_-]{{1,64}}"
-    return parts[4], device_id
+# `(kind, device_id)` of a topic, or the reason it is a bad topic (a str); the protocol's rule,
+# cached: a fleet's topics repeat in every batch.
+parse_topic = lru_cache(maxsize=1 << 16)(parse_uplink_topic)
 
 
 def load_json(payload: bytes) -> tuple[Any, str | None]:

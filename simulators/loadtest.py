@@ -28,6 +28,7 @@ from config import Settings
 from config.mqtt import PUBLISH_WINDOW, parse_mqtt_url
 from embedded.brokerconfig import embedded_login_url
 from embedded.services import embedded_port
+from protocol import ALERT_TOPICS_ALL, device_topic
 
 # A load-test supervisee's home is scattered over this box (the demo province, Bắc Ninh),
 # its residence zone a 64-gon of RESIDENCE_RADIUS_M around it; violators move VIOLATION_M out.
@@ -165,6 +166,7 @@ def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
              for k in range(max(1, plan.connections))]
     devices = sorted(plan.homes)
     seqs = dict.fromkeys(devices, int(time.time()))  # restarts of the test get new seq values
+    topics = {dev: device_topic(dev, "fix") for dev in devices}
     sent = fixes = 0
     start = time.monotonic()
     next_report = start + 1.0
@@ -192,7 +194,7 @@ def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
             seqs[dev] += 1
             batch.append(_fix(seqs[dev], ts, lon, lat, rng))
         payload = orjson.dumps(batch[0] if plan.batch == 1 else {"fixes": batch})
-        link.client.publish(f"em/v1/dev/{dev}/fix", payload, qos=1)
+        link.client.publish(topics[dev], payload, qos=1)
         link.sent += 1
         if violating:
             violating_times.setdefault(dev, []).append(time.time())
@@ -247,7 +249,7 @@ class AlertWatch:
                 self.active_at.setdefault(sid, []).append(time.time())
 
         client.on_message = on_message
-        client.subscribe("em/v1/alerts/#", qos=1)
+        client.subscribe(ALERT_TOPICS_ALL, qos=1)
         client.loop_start()
         return client
 
