@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +37,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from ingest.consumer import put_waiting, wall_clock_ms
+from ingest.consumer import MessageQueue, put_waiting, wall_clock_ms
 from ingest.records import Received
 from protocol import parse_uplink_topic
 
@@ -150,7 +149,7 @@ class AmqpConsumer:
         self.worker_index = worker_index % self.shards
         self.prefetch = max(1, min(prefetch, queue_max or prefetch, 65535))
         self.standby_delay_s = standby_delay_s
-        self.queue: queue.Queue[Received] = queue.Queue(maxsize=queue_max)
+        self.queue = MessageQueue(maxsize=queue_max)
         self.connected = threading.Event()  # connected and consuming (active or standby)
         self.active: set[int] = set()  # shards whose messages this connection has received
         self.routes: dict[str, int] = {}  # routing key -> the shard it last came from

@@ -48,16 +48,34 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def put_waiting(q: queue.Queue[Received], item: Received, accepting: Callable[[], bool],
+class MessageQueue(queue.Queue[Received]):
+    """The bounded queue from a broker callback to the writers, with a lean put (`offer`).
+
+    ``Queue.put`` costs about five Python calls and a ``notify`` per message (~0.4 us here),
+    paid on the broker's thread for every message; `offer` does the same under the queue's
+    lock in one call, and wakes a writer only when one waits in ``get``.
+    """
+
+    def offer(self, item: Received) -> bool:
+        """Put without waiting; False when the queue is full."""
+        with self.mutex:
+            if 0 < self.maxsize <= len(self.queue):
+                return False
+            self.queue.append(item)
+            self.unfinished_tasks += 1
+            if self.not_empty._waiters:  # type: ignore[attr-defined]  # a writer waits: wake it
+                self.not_empty.notify()
+        return True
+
+
+def put_waiting(q: MessageQueue, item: Received, accepting: Callable[[], bool],
                 on_overflow: Callable[[], None]) -> None:
     """Put a received message on the bounded queue; when it is full, count the overflow once
     and wait for room while ``accepting()`` (back-pressure on the broker, never a drop; a
     message left when stopping is not acknowledged, so the broker delivers it again)."""
-    try:
-        q.put(item, False)  # put_nowait without its extra call: this runs for every message
+    if q.offer(item):
         return
-    except queue.Full:
-        on_overflow()
+    on_overflow()
     while accepting():
         try:
             q.put(item, timeout=0.5)
@@ -76,7 +94,7 @@ class Consumer:
         target = parse_mqtt_url(mqtt_url)
         self.host, self.port = target.host, target.port
         self.keepalive = keepalive
-        self.queue: queue.Queue[Received] = queue.Queue(maxsize=queue_max)
+        self.queue = MessageQueue(maxsize=queue_max)
         self.connected = threading.Event()  # connected and subscribed
         self._clock_ms = clock_ms
         self._on_overflow = on_overflow
@@ -187,7 +205,7 @@ class Consumer:
 class Source(Protocol):
     """What a writer drains and acknowledges: the MQTT `Consumer` or ingest.amqp's."""
 
-    queue: queue.Queue[Received]
+    queue: MessageQueue
 
     def ack(self, items: Sequence[Received]) -> int: ...
 
