@@ -47,16 +47,18 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from geofence import kernels
 from geofence.engine import COMPLIANT, IN_FORCE, NO_ZONE, VIOLATION, Evaluation, evaluate
 from geofence.grid import GridOptions
 from geofence.index import ZoneIndex
-from geofence.machine import Counters, Events, advance
+from geofence.machine import Counters, advance
 from geofence.policy import Permit, PolicyTable, Supervisee
 from geofence.schedule import DEFAULT_TZ, changes_between, next_change_ms
 from geofence.table import StateTable
@@ -72,12 +74,27 @@ from geofence.transitions import (
     ZoneMeta,
     close_removed,
     step,
+    transitions_of,
 )
 from geofence.zones import Zone
 
 __all__ = ["MONITORING_ENDED", "Fence", "Permit", "Supervisee", "Transition"]
 NO_BOUNDARY = np.iinfo(np.int64).max
 MONITORING_ENDED = "monitoring_ended"
+
+
+class Fired(NamedTuple):
+    """Transitions of the confirmation counters as columns: the group's position among the
+    batch's groups, the zone's slot, the fix (index into the batch), whether the condition
+    opened, the count and since of the transition and its alert type (index into ALERT_TYPES)."""
+
+    group: NDArray[np.intp]
+    slot: NDArray[np.intp]
+    fix: NDArray[np.intp]
+    active: NDArray[np.bool_]
+    count: NDArray[np.int64]
+    since: NDArray[np.int64]
+    alert_type: NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -129,6 +146,7 @@ class Fence:
         self.late = 0  # late fixes of the last `decide` call
         self._changed = np.zeros(16, dtype=bool)  # per index: state changed since the drain
         self.vectorised = True  # False: every busy supervisee through `step` (the reference)
+        self.compiled = True  # False: the numpy reference of the compiled counters
 
     # ---- registry ------------------------------------------------------------------------
     def load(
@@ -586,11 +604,35 @@ class Fence:
         whose zones keep one regime through the batch; writes their states in bulk."""
         t, k, n_g = self._table, ev.code.shape[0], len(gs)
         idx = sidx[starts[gs]]
+        regime = ev.regime[:, starts[gs]]  # (k, n_g): constant through each group
+        has = np.arange(k)[:, None] < self._nzones[idx][None, :]
+        cols = np.nonzero(has)
+        at = (cols[0], idx[cols[1]])
+        if self.compiled:
+            fired = Fired(*kernels.counters(
+                ev.code, ev.regime, ts, starts[gs], ends[gs], idx, self._nzones[idx], t.viol, t.ok,
+                t.run_since, t.open, t.open_since, t.open_type, t.overrun, t.present,
+                self._confirm, self._exclusion, self._scheduled,
+            ))  # fmt: skip
+        else:
+            fired = self._advance_numpy(ev, sidx, ts, starts, ends, gs, idx, has, cols)
+        t.present[at], t.fp[at], t.regime[at] = True, self._fp[:k, idx][cols], regime[cols]
+        was_new = t.decided[idx] == NEVER
+        self._advance_rows(idx, ends[gs] - 1, ts, lon, lat, acc)
+        for i in idx[was_new & self._timed[idx]].tolist():
+            self._boundary[i] = self._next_boundary(i, self._get(i))
+        return self._events(ev, fired, gs, idx, ts, lon, lat, acc)
+
+    def _advance_numpy(
+        self, ev: Evaluation, sidx: NDArray[np.intp], ts: NDArray[np.int64],
+        starts: NDArray[np.intp], ends: NDArray[np.intp], gs: NDArray[np.intp],
+        idx: NDArray[np.intp], has: NDArray[np.bool_], cols: tuple[NDArray[np.intp], ...],
+    ) -> Fired:  # fmt: skip
+        """The reference of `kernels.counters`: `geofence.machine.advance` over all pairs."""
+        t, k, n_g = self._table, ev.code.shape[0], len(gs)
         lens = ends[gs] - starts[gs]
         pos = np.full(len(sidx), -1, dtype=np.intp)
         pos[_ranges(starts[gs], lens)] = np.repeat(np.arange(n_g), lens)
-        regime = ev.regime[:, starts[gs]]  # (k, n_g): constant through each group
-        has = np.arange(k)[:, None] < self._nzones[idx][None, :]
         present = t.present[:k, idx] & has
         c0 = Counters(*(np.where(present, getattr(t, f)[:k, idx], 0).ravel() for f in
                         ("viol", "ok", "run_since", "open", "open_since", "open_type", "overrun")))  # fmt: skip
@@ -601,49 +643,48 @@ class Fence:
         c, events = advance(c0, self._confirm[:k, idx].ravel(), self._exclusion[:k, idx].ravel(),
                             self._scheduled[:k, idx].ravel(), pair, ev.code[slot, fix] == VIOLATION,
                             ts[fix])  # fmt: skip
-        cols = np.nonzero(has)
         at = (cols[0], idx[cols[1]])
         flat = cols[0] * n_g + cols[1]
-        t.present[at], t.fp[at], t.regime[at] = True, self._fp[:k, idx][cols], regime[cols]
         for f in ("viol", "ok", "run_since", "open", "open_since", "open_type", "overrun"):
             getattr(t, f)[at] = getattr(c, f)[flat]
-        was_new = t.decided[idx] == NEVER
-        self._advance_rows(idx, ends[gs] - 1, ts, lon, lat, acc)
-        for i in idx[was_new & self._timed[idx]].tolist():
-            self._boundary[i] = self._next_boundary(i, self._get(i))
-        return self._events(ev, events, slot, fix, gs, idx, n_g, ts, lon, lat, acc)
+        j_all, g_all = np.divmod(events.pair, n_g)
+        return Fired(g_all, j_all, fix[events.fix], events.active, events.count, events.since,
+                     events.alert_type)  # fmt: skip
 
     def _events(
-        self, ev: Evaluation, events: Events, slot: NDArray[np.intp], fix: NDArray[np.intp],
-        gs: NDArray[np.intp], idx: NDArray[np.intp], n_g: int, ts: NDArray[np.int64],
-        lon: NDArray[np.float64], lat: NDArray[np.float64], acc: NDArray[np.float64],
+        self, ev: Evaluation, fired: Fired, gs: NDArray[np.intp], idx: NDArray[np.intp],
+        ts: NDArray[np.int64], lon: NDArray[np.float64], lat: NDArray[np.float64],
+        acc: NDArray[np.float64],
     ) -> dict[int, list[Transition]]:  # fmt: skip
         """Transitions of the vectorised counters, per group in (ts, slot) order; distances
         beyond the decision band are measured (in one batch) before they are built."""
         out: dict[int, list[Transition]] = {}
-        if not len(events.pair):
+        if not len(fired.group):
             return out
-        j_all, g_all = np.divmod(events.pair, n_g)
-        i_all = fix[events.fix]
+        j_all, g_all, i_all = fired.slot, fired.group, fired.fix
         order = np.lexsort((j_all, ts[i_all], g_all))
         j_all, g_all, i_all = j_all[order], g_all[order], i_all[order]
         sup = idx[g_all]
         dist = ev.dist_m[j_all, i_all].astype(np.float64)
         self._measure_far(dist, j_all, sup, lon[i_all], lat[i_all])
-        active = events.active[order]
-        cols = zip(gs[g_all].tolist(), sup.tolist(), j_all.tolist(), ts[i_all].tolist(),
-                   lon[i_all].tolist(), lat[i_all].tolist(), acc[i_all].tolist(), active.tolist(),
-                   events.alert_type[order].tolist(), events.count[order].tolist(),
-                   events.since[order].tolist(), dist.tolist(), strict=True)  # fmt: skip
+        act = fired.active[order]
+        sign = np.take(self.index.sign, self.index.slots[j_all, sup])  # +1 inclusion
+        dist = np.where(sign > 0, dist, -dist)  # positive on the violating side
+        sup_l, j_l = sup.tolist(), j_all.tolist()
+        metas = [self._metas[sp][j] for sp, j in zip(sup_l, j_l, strict=True)]
         with _collection_paused():
-            for g, sp, j, t, x, y, a, act, typ, count, since, d in cols:
-                meta = self._metas[sp][j]
-                out.setdefault(g, []).append(Transition(
-                    self.index.id_of(sp), meta.zone_id, ALERT_TYPES[typ], act, t, x, y,
-                    d if meta.kind == "inclusion" else -d, a, meta.margin_m, count, since,
-                    meta.escalate_after_s, meta.purpose, meta.kind,
-                    "confirmed" if act else "compliant",
-                ))  # fmt: skip
+            made = transitions_of(
+                [self.index.id_of(sp) for sp in sup_l], [m.zone_id for m in metas],
+                [ALERT_TYPES[a] for a in fired.alert_type[order].tolist()], act.tolist(),
+                ts[i_all].tolist(), lon[i_all].tolist(), lat[i_all].tolist(), dist.tolist(),
+                acc[i_all].tolist(), [m.margin_m for m in metas], fired.count[order].tolist(),
+                fired.since[order].tolist(), [m.escalate_after_s for m in metas],
+                [m.purpose for m in metas], [m.kind for m in metas],
+                np.where(act, "confirmed", "compliant").tolist(),
+            )  # fmt: skip
+        bounds = np.flatnonzero(np.r_[True, g_all[1:] != g_all[:-1], True]).tolist()
+        for g, a, b in zip(gs[g_all[bounds[:-1]]].tolist(), bounds[:-1], bounds[1:], strict=True):
+            out[g] = made[a:b]
         return out
 
     def _measure_far(
