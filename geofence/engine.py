@@ -94,18 +94,20 @@ def evaluate(
     *,
     exact: bool = False,
     grouped: bool | None = None,
-    compiled: bool = True,
+    compiled: bool | None = None,
 ) -> Evaluation:
     """Evaluate a batch of fixes against their supervisees' zones in force at each fix's time.
 
     Fixes may come in any order. The cell lookup runs in a compiled loop (`geofence.kernels`);
-    `compiled=False` runs the numpy reference instead (bit for bit the same result), where
-    adjacent fixes of a supervisee (`grouped`, checked if None) are faster.
+    `compiled=False` (default: `index.compiled`) runs the numpy reference instead (bit for bit
+    the same result), where adjacent fixes of a supervisee (`grouped`, checked if None) are
+    faster.
     """
     sx: NDArray[np.intp] = np.asarray(sidx, dtype=np.intp)
     lon, lat = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
     acc, ts = np.asarray(acc), np.asarray(ts, dtype=np.int64)
-    return _evaluate(index, sx, ts, lon, lat, acc, exact, grouped, compiled)
+    use = index.compiled if compiled is None else compiled
+    return _evaluate(index, sx, ts, lon, lat, acc, exact, grouped, use)
 
 
 def _evaluate(

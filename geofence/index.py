@@ -107,7 +107,7 @@ class ZoneIndex:
         self.default_margin_m = float(default_margin_m)
         self.grid = grid or GridOptions()
         self.tz = tz
-        self.compiled = True  # False: the numpy reference of the compiled far-distance search
+        self.compiled = True  # False: the numpy references of the compiled kernels
         self._sidx: dict[str, int] = {}
         self._ids: list[str | None] = []
         self._free_s: list[int] = []
@@ -238,6 +238,11 @@ class ZoneIndex:
         if sid is None:
             raise KeyError(index)
         return sid
+
+    def ids_of(self, indices: list[int]) -> list[str]:
+        """The supervisee ids at `indices` (all in use)."""
+        ids = self._ids
+        return [ids[i] for i in indices]  # type: ignore[misc]
 
     def __contains__(self, supervisee_id: object) -> bool:
         return supervisee_id in self._sidx

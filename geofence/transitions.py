@@ -81,7 +81,7 @@ def transitions_of(*columns: list) -> list[Transition]:
     new, names, out = object.__new__, _TRANSITION_FIELDS, []
     for row in zip(*columns, strict=True):
         t = new(Transition)
-        t.__dict__.update(zip(names, row))
+        t.__dict__.update(zip(names, row, strict=True))
         out.append(t)
     return out
 
