@@ -129,7 +129,7 @@ def _evaluate(
     )
     if compiled:
         near = kernels.far_codes(
-            np.ascontiguousarray(index.slots.T), sidx, (lon - LON_REF).astype(np.float32),
+            index.slots_by_supervisee, sidx, (lon - LON_REF).astype(np.float32),
             (lat - LAT_REF).astype(np.float32), index.p32_rows, index.cell_off,
             index.sign < 0, index.cells.data, _CLS, _DIST, out.code, out.dist_m,
         )  # fmt: skip

@@ -118,6 +118,7 @@ class ZoneIndex:
         # (max_slots, capacity): zone row per slot; row 0 is reserved for "no zone", a one-cell
         # grid whose value classifies as NO_ZONE, so every slot can be evaluated densely
         self.slots = np.zeros((1, 16), dtype=np.intp)
+        self._slots_t: IntArray | None = None  # `slots` transposed, kept until slots change
         self.has_permit = np.zeros(16, dtype=bool)
         self._init_rows(64)
         self._pool_rows = np.zeros((64, 8))  # per row: frame, pieces (P_* columns)
@@ -253,6 +254,13 @@ class ZoneIndex:
         return list(self._sidx)
 
     @property
+    def slots_by_supervisee(self) -> IntArray:
+        """`slots` transposed, C-contiguous: (supervisee index, slot) -> zone row."""
+        if self._slots_t is None or self._slots_t.shape[::-1] != self.slots.shape:
+            self._slots_t = np.ascontiguousarray(self.slots.T)
+        return self._slots_t
+
+    @property
     def max_slots(self) -> int:
         """Most zones any supervisee has (columns of `slots`)."""
         return self.slots.shape[0]
@@ -372,6 +380,7 @@ class ZoneIndex:
         self._zones[idx], self._permits[idx] = (), ()
         self._slot_rows[idx], self._dest_rows[idx] = [], []
         self.slots[:, idx] = 0
+        self._slots_t = None
         self.has_permit[idx] = False
         self._free_s.append(idx)
 
@@ -399,6 +408,7 @@ class ZoneIndex:
             self.slots = np.vstack([self.slots, extra])
         self.slots[:, idx] = 0
         self.slots[: len(rows), idx] = rows
+        self._slots_t = None
 
     def _mask_id(self, schedule: tuple[Window, ...], tz: str) -> int:
         key = (schedule, tz)

@@ -50,6 +50,33 @@ def _cell(p: NDArray[np.float32], x: np.float32, y: np.float32) -> tuple[int, bo
 
 
 @njit(cache=True, nogil=True)
+def _values(
+    i: int, k: int, slots: NDArray[np.intp], sidx: NDArray[np.intp], lon32: NDArray[np.float32],
+    lat32: NDArray[np.float32], p32: NDArray[np.float32], cell_off: NDArray[np.int64],
+    exclusion: NDArray[np.bool_], cells: NDArray[np.uint16], cls: NDArray[np.int8],
+    dist: NDArray[np.float32], code_out: NDArray[np.int8], dist_out: NDArray[np.float32],
+) -> int:  # fmt: skip
+    """Fix i against each of its supervisee's k slots; how many of them are near cells."""
+    s = sidx[i]
+    near = 0
+    for j in range(k):
+        r = slots[s, j]
+        f, off = _cell(p32[r], lon32[i], lat32[i])
+        if off:
+            v = FAR_OUT | (EXCLUSION_BIT if exclusion[r] else 0)
+        else:
+            f += cell_off[r]
+            if f < 0 or f >= len(cells):
+                raise IndexError("geofence: cell index out of range")
+            v = cells[f]
+        code_out[j, i] = cls[v]
+        dist_out[j, i] = dist[v]
+        if (v & VALUE_MASK) >= NEAR_BASE:
+            near += 1
+    return near
+
+
+@njit(cache=True, nogil=True)
 def far_codes(
     slots: NDArray[np.intp], sidx: NDArray[np.intp], lon32: NDArray[np.float32],
     lat32: NDArray[np.float32], p32: NDArray[np.float32], cell_off: NDArray[np.int64],
@@ -65,24 +92,18 @@ def far_codes(
     A point off a grid is in its border, FAR_OUT: its cell is not read (the grids are large,
     reading a cell is most of the cost)."""
     k, n = slots.shape[1], len(sidx)
-    n_cells = len(cells)
     near = 0
+    # first the first fix of each run of a supervisee's fixes, then the others: the first
+    # visit of a supervisee's zones misses the cache three times in a row (slots, parameters,
+    # cell); short independent iterations let those of many supervisees overlap
     for i in range(n):
-        s = sidx[i]
-        for j in range(k):
-            r = slots[s, j]
-            f, off = _cell(p32[r], lon32[i], lat32[i])
-            if off:
-                v = FAR_OUT | (EXCLUSION_BIT if exclusion[r] else 0)
-            else:
-                f += cell_off[r]
-                if f < 0 or f >= n_cells:
-                    raise IndexError("geofence: cell index out of range")
-                v = cells[f]
-            code_out[j, i] = cls[v]
-            dist_out[j, i] = dist[v]
-            if (v & VALUE_MASK) >= NEAR_BASE:
-                near += 1
+        if i == 0 or sidx[i] != sidx[i - 1]:
+            near += _values(i, k, slots, sidx, lon32, lat32, p32, cell_off, exclusion, cells,
+                            cls, dist, code_out, dist_out)  # fmt: skip
+    for i in range(1, n):
+        if sidx[i] == sidx[i - 1]:
+            near += _values(i, k, slots, sidx, lon32, lat32, p32, cell_off, exclusion, cells,
+                            cls, dist, code_out, dist_out)  # fmt: skip
     slot = np.empty(near, dtype=np.intp)
     fix = np.empty(near, dtype=np.intp)
     flat = np.empty(near, dtype=np.int64)
