@@ -48,6 +48,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import repeat
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -490,8 +491,8 @@ class Fence:
         arr = np.asarray(supervisees)
         if arr.dtype.kind in "iu":
             return arr.astype(np.intp)
-        get = self.index._sidx.get
-        return np.fromiter((get(s, -1) for s in arr.tolist()), dtype=np.intp, count=len(arr))
+        get = self.index._sidx.get  # one dict lookup per fix (~50 ns): map() saves the generator
+        return np.fromiter(map(get, arr.tolist(), repeat(-1)), dtype=np.intp, count=len(arr))
 
     def _apply(
         self, ev: Evaluation, sidx: NDArray[np.intp], ts: NDArray[np.int64], lon: NDArray[np.float64],
