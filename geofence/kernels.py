@@ -133,18 +133,31 @@ def _fmax(a: float, b: float) -> float:
 
 
 @njit(cache=True, nogil=True)
-def _box_lower(b: NDArray[np.float64], qx: float, qy: float) -> float:
-    """`index._box_bounds` lower bound: the distance from the point to the box."""
-    ex = _fmax(_fmax(b[0] - qx, qx - b[2]), 0.0)
-    ey = _fmax(_fmax(b[1] - qy, qy - b[3]), 0.0)
-    return np.hypot(ex, ey)
-
-
-@njit(cache=True, nogil=True)
 def _box_upper(b: NDArray[np.float64], qx: float, qy: float) -> float:
     """`index._box_bounds` upper bound: the distance to the first vertex (inf if not finite)."""
     u = np.hypot(b[4] - qx, b[5] - qy)
     return u if np.isfinite(u) else np.inf
+
+
+@njit(cache=True, nogil=True)
+def _below(b: NDArray[np.float64], qx: float, qy: float, bound: float) -> float:
+    """min(bound, `_box_upper`): hypot (slow) only when neither leg reaches the bound, as
+    hypot(x, y) >= max(|x|, |y|) holds for the rounded result too."""
+    dx, dy = abs(b[4] - qx), abs(b[5] - qy)
+    if dx >= bound or dy >= bound:
+        return bound
+    return min(bound, _box_upper(b, qx, qy))
+
+
+@njit(cache=True, nogil=True)
+def _within(b: NDArray[np.float64], qx: float, qy: float, bound: float) -> bool:
+    """Whether the `index._box_bounds` lower bound (the distance from the point to the box)
+    is <= bound, without hypot when a leg alone exceeds the bound."""
+    ex = _fmax(_fmax(b[0] - qx, qx - b[2]), 0.0)
+    ey = _fmax(_fmax(b[1] - qy, qy - b[3]), 0.0)
+    if ex > bound or ey > bound:
+        return False
+    return np.hypot(ex, ey) <= bound
 
 
 @njit(cache=True, nogil=True)
@@ -164,15 +177,15 @@ def nearest_edges(
         g0, ng = int(z[p, 6]), int(z[p, 7])
         bound = np.inf
         for g in range(g0, g0 + ng):
-            bound = min(bound, _box_upper(groups[g], px, py))
+            bound = _below(groups[g], px, py, bound)
         keep = np.empty(ng, dtype=np.bool_)
         for g in range(g0, g0 + ng):
-            keep[g - g0] = _box_lower(groups[g], px, py) <= bound
+            keep[g - g0] = _within(groups[g], px, py, bound)
         for g in range(g0, g0 + ng):
             if keep[g - g0]:
                 a = int(groups[g, 6])
                 for c in range(a, a + int(groups[g, 7])):
-                    bound = min(bound, _box_upper(pieces[c], px, py))
+                    bound = _below(pieces[c], px, py, bound)
         base = vert_off[rows[p]]
         best, best_at = np.inf, -1
         x0 = lon[p]
@@ -182,7 +195,7 @@ def nearest_edges(
                 continue
             a = int(groups[g, 6])
             for c in range(a, a + int(groups[g, 7])):
-                if not _box_lower(pieces[c], px, py) <= bound:
+                if not _within(pieces[c], px, py, bound):
                     continue
                 first = base + int(pieces[c, 6])
                 for e in range(first, first + int(pieces[c, 7])):
