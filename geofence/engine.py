@@ -130,7 +130,7 @@ def _evaluate(
     if compiled:
         near = kernels.far_codes(
             index.slots_by_supervisee, sidx, (lon - LON_REF).astype(np.float32),
-            (lat - LAT_REF).astype(np.float32), index.p32_rows, index.cell_off,
+            (lat - LAT_REF).astype(np.float32), index.p32_rows, index.p32_rows.view(np.int32),
             index.sign < 0, index.cells.data, _CLS, _DIST, out.code, out.dist_m,
         )  # fmt: skip
     else:

@@ -52,7 +52,7 @@ def _cell(p: NDArray[np.float32], x: np.float32, y: np.float32) -> tuple[int, bo
 @njit(cache=True, nogil=True)
 def _values(
     i: int, k: int, slots: NDArray[np.intp], sidx: NDArray[np.intp], lon32: NDArray[np.float32],
-    lat32: NDArray[np.float32], p32: NDArray[np.float32], cell_off: NDArray[np.int64],
+    lat32: NDArray[np.float32], p32: NDArray[np.float32], p32i: NDArray[np.int32],
     exclusion: NDArray[np.bool_], cells: NDArray[np.uint16], cls: NDArray[np.int8],
     dist: NDArray[np.float32], code_out: NDArray[np.int8], dist_out: NDArray[np.float32],
 ) -> int:  # fmt: skip
@@ -65,7 +65,7 @@ def _values(
         if off:
             v = FAR_OUT | (EXCLUSION_BIT if exclusion[r] else 0)
         else:
-            f += cell_off[r]
+            f += p32i[r, 7]  # the cell offset, in the parameters' own cache line
             if f < 0 or f >= len(cells):
                 raise IndexError("geofence: cell index out of range")
             v = cells[f]
@@ -79,7 +79,7 @@ def _values(
 @njit(cache=True, nogil=True)
 def far_codes(
     slots: NDArray[np.intp], sidx: NDArray[np.intp], lon32: NDArray[np.float32],
-    lat32: NDArray[np.float32], p32: NDArray[np.float32], cell_off: NDArray[np.int64],
+    lat32: NDArray[np.float32], p32: NDArray[np.float32], p32i: NDArray[np.int32],
     exclusion: NDArray[np.bool_], cells: NDArray[np.uint16], cls: NDArray[np.int8],
     dist: NDArray[np.float32], code_out: NDArray[np.int8], dist_out: NDArray[np.float32],
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64], NDArray[np.uint16]]:  # fmt: skip
@@ -88,7 +88,8 @@ def far_codes(
     the near-cell pairs (slot, fix, global cell, value) in slot-major order, to be measured.
 
     `slots`: (supervisees, k) zone row per slot (`ZoneIndex.slots` transposed); `p32`:
-    `ZoneIndex.p32_rows`; `exclusion`: per row, whether its cell values carry EXCLUSION_BIT.
+    `ZoneIndex.p32_rows` (and `p32i`, the same as int32: column 7 is the cell offset);
+    `exclusion`: per row, whether its cell values carry EXCLUSION_BIT.
     A point off a grid is in its border, FAR_OUT: its cell is not read (the grids are large,
     reading a cell is most of the cost)."""
     k, n = slots.shape[1], len(sidx)
@@ -98,11 +99,11 @@ def far_codes(
     # cell); short independent iterations let those of many supervisees overlap
     for i in range(n):
         if i == 0 or sidx[i] != sidx[i - 1]:
-            near += _values(i, k, slots, sidx, lon32, lat32, p32, cell_off, exclusion, cells,
+            near += _values(i, k, slots, sidx, lon32, lat32, p32, p32i, exclusion, cells,
                             cls, dist, code_out, dist_out)  # fmt: skip
     for i in range(1, n):
         if sidx[i] == sidx[i - 1]:
-            near += _values(i, k, slots, sidx, lon32, lat32, p32, cell_off, exclusion, cells,
+            near += _values(i, k, slots, sidx, lon32, lat32, p32, p32i, exclusion, cells,
                             cls, dist, code_out, dist_out)  # fmt: skip
     slot = np.empty(near, dtype=np.intp)
     fix = np.empty(near, dtype=np.intp)
@@ -114,7 +115,7 @@ def far_codes(
             if code_out[j, i] == UNCERTAIN and np.isnan(dist_out[j, i]):  # near (or so coded)
                 r = slots[sidx[i], j]
                 f, off = _cell(p32[r], lon32[i], lat32[i])
-                f += cell_off[r]
+                f += p32i[r, 7]
                 v = cells[f]
                 if not off and (v & VALUE_MASK) >= NEAR_BASE:
                     slot[m], fix[m], flat[m], value[m] = j, i, f, v
