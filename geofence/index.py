@@ -19,6 +19,7 @@ from shapely.geometry.base import BaseGeometry
 from geofence import kernels
 from geofence.geodesy import metres_per_degree, vincenty
 from geofence.grid import (
+    LATTICE,
     NEAR_BASE,
     NO_ZONE_CELL,
     CompiledGrid,
@@ -526,16 +527,10 @@ class ZoneIndex:
     ) -> tuple[FloatArray, NDArray[np.bool_]]:  # fmt: skip
         """`_near_chunk` with the per-edge work compiled (`kernels.near_edges`)."""
         kx, ky = metres_per_degree(lat)
-        r = ky / kx
-        anc_x, anc_y = self._anchor(rows, flat, nid)
-        d2, odd = kernels.near_edges(self.spans.data, nid, np.take(self.vert_off, rows),
-                                     self.vertices.data, lon, lat, r, anc_x - lon,
-                                     (anc_y - lat) * r)  # fmt: skip
-        dmin = np.sqrt(d2) * kx
-        inside = np.take(self.near_in.data, nid).astype(bool) ^ odd
-        ok = dmin <= np.take(self.pad_m, rows)
-        mag = np.where(ok, dmin, np.inf)
-        return np.where(inside, -mag, mag), ok
+        return kernels.near_pairs(rows, flat, nid, lon, lat, kx, ky / kx, self.p64, self.cell_off,
+                                  self.anchor_q.data, LATTICE, self.spans.data,
+                                  np.take(self.vert_off, rows), self.vertices.data,
+                                  self.near_in.data, self.pad_m)  # fmt: skip
 
     def _near_chunk(
         self, rows: IntArray, flat: NDArray[np.int64], nid: NDArray[np.int64],

@@ -271,6 +271,39 @@ def _span(
 
 
 @njit(cache=True, nogil=True)
+def near_pairs(
+    rows: NDArray[np.intp], flat: NDArray[np.int64], nid: NDArray[np.int64],
+    lon: NDArray[np.float64], lat: NDArray[np.float64], kx: NDArray[np.float64],
+    r: NDArray[np.float64], p64: NDArray[np.float64], cell_off: NDArray[np.int64],
+    anchor_q: NDArray[np.uint8], lattice: NDArray[np.float64], spans: NDArray[np.int32],
+    base: NDArray[np.int64], vertices: NDArray[np.float64], near_in: NDArray[np.uint8],
+    pad_m: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:  # fmt: skip
+    """`ZoneIndex._near_chunk` whole for polygon pairs in near cells: the cell's anchor
+    (`ZoneIndex._anchor`, `grid.anchor_offsets`), `near_edges`, then signed metres (±inf beyond
+    the zone's pad) and whether exact. `kx`, `r`: `metres_per_degree` at each fix (numpy's)."""
+    n = len(rows)
+    ux, uy = np.empty(n), np.empty(n)
+    for p in range(n):
+        w = rows[p]
+        iy, ix = divmod(flat[p] - cell_off[w], np.int64(p64[w, 4]))
+        c = np.intp(anchor_q[nid[p]])
+        ox = lattice[1 + (c - 1) % 4] if c > 0 else 0.0
+        oy = lattice[1 + (c - 1) // 4] if c > 0 else 0.0
+        ux[p] = p64[w, 0] + (ix + 0.5 + ox) * p64[w, 2] - lon[p]
+        uy[p] = (p64[w, 1] + (iy + 0.5 + oy) * p64[w, 3] - lat[p]) * r[p]
+    d2, odd = near_edges(spans, nid, base, vertices, lon, lat, r, ux, uy)
+    dist = np.empty(n)
+    ok = np.empty(n, dtype=np.bool_)
+    for p in range(n):
+        dmin = np.sqrt(d2[p]) * kx[p]
+        ok[p] = dmin <= pad_m[rows[p]]
+        mag = dmin if ok[p] else np.inf
+        dist[p] = -mag if (near_in[nid[p]] != 0) != odd[p] else mag
+    return dist, ok
+
+
+@njit(cache=True, nogil=True)
 def near_edges(
     spans: NDArray[np.int32], nid: NDArray[np.int64], base: NDArray[np.int64],
     vertices: NDArray[np.float64], lon: NDArray[np.float64], lat: NDArray[np.float64],
