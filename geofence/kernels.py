@@ -124,6 +124,27 @@ def far_codes(
 
 
 @njit(cache=True, nogil=True)
+def _edge_d2(xa: float, ya: float, dx: float, dy: float) -> float:
+    """`index._edge_distances2` for one edge: squared distance from the origin (the fix) to
+    the edge from (xa, ya) along (dx, dy), in the same operations."""
+    l2 = dx * dx + dy * dy
+    l2 += 1e-300  # zero-length edges: t = 0, the vertex itself
+    t = xa * dx
+    t += ya * dy
+    t = -t
+    t /= l2
+    if t < 0.0:  # NaN stays NaN, as np.clip leaves it
+        t = 0.0
+    elif t > 1.0:
+        t = 1.0
+    qx = xa + t * dx
+    qy = ya + t * dy
+    d2 = qx * qx
+    d2 += qy * qy
+    return d2
+
+
+@njit(cache=True, nogil=True)
 def _fmax(a: float, b: float) -> float:
     """np.fmax: the larger, ignoring a NaN."""
     if np.isnan(a):
@@ -204,21 +225,7 @@ def nearest_edges(
                     ya = (vertices[e, 1] - y0) * ky
                     xb = (vertices[e + 1, 0] - x0) * kx
                     yb = (vertices[e + 1, 1] - y0) * ky
-                    dx, dy = xb - xa, yb - ya
-                    l2 = dx * dx + dy * dy
-                    l2 += 1e-300
-                    t = xa * dx
-                    t += ya * dy
-                    t = -t
-                    t /= l2
-                    if t < 0.0:
-                        t = 0.0
-                    elif t > 1.0:
-                        t = 1.0
-                    qx = xa + t * dx
-                    qy = ya + t * dy
-                    d2 = qx * qx
-                    d2 += qy * qy
+                    d2 = _edge_d2(xa, ya, xb - xa, yb - ya)
                     if not np.isfinite(d2):
                         d2 = np.inf
                     if d2 < best or best_at < 0:
@@ -244,20 +251,7 @@ def _span(
         yb = vertices[e + 1, 1] - lat
         yb *= r
         dx, dy = xb - xa, yb - ya
-        l2 = dx * dx + dy * dy
-        l2 += 1e-300
-        t = xa * dx
-        t += ya * dy
-        t = -t
-        t /= l2
-        if t < 0.0:
-            t = 0.0
-        elif t > 1.0:
-            t = 1.0
-        qx = xa + t * dx
-        qy = ya + t * dy
-        d2 = qx * qx
-        d2 += qy * qy
+        d2 = _edge_d2(xa, ya, dx, dy)
         if d2 < best:  # NaN (ring separators) never
             best = d2
         sb = ux * yb - uy * xb > 0
