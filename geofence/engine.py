@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from geofence import kernels
 from geofence.grid import FAR_IN, FAR_OUT, NEAR_BASE, NO_ZONE_CELL
 from geofence.index import EXCLUSION_BIT, LAT_REF, LON_REF, VALUE_MASK, CompiledPermit, ZoneIndex
 from geofence.schedule import minute_of_week
@@ -93,16 +94,20 @@ def evaluate(
     *,
     exact: bool = False,
     grouped: bool | None = None,
+    compiled: bool | None = None,
 ) -> Evaluation:
     """Evaluate a batch of fixes against their supervisees' zones in force at each fix's time.
 
-    Fixes may come in any order; when the fixes of a supervisee are adjacent (`grouped`, checked
-    if None) zone parameters are expanded per run instead of gathered per fix (faster).
+    Fixes may come in any order. The cell lookup runs in a compiled loop (`geofence.kernels`);
+    `compiled=False` (default: `index.compiled`) runs the numpy reference instead (bit for bit
+    the same result), where adjacent fixes of a supervisee (`grouped`, checked if None) are
+    faster.
     """
     sx: NDArray[np.intp] = np.asarray(sidx, dtype=np.intp)
     lon, lat = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
     acc, ts = np.asarray(acc), np.asarray(ts, dtype=np.int64)
-    return _evaluate(index, sx, ts, lon, lat, acc, exact, grouped)
+    use = index.compiled if compiled is None else compiled
+    return _evaluate(index, sx, ts, lon, lat, acc, exact, grouped, use)
 
 
 def _evaluate(
@@ -114,6 +119,7 @@ def _evaluate(
     acc: NDArray[np.floating],
     exact: bool,
     grouped: bool | None,
+    compiled: bool = True,
 ) -> Evaluation:
     n, k = len(sidx), index.max_slots
     out = Evaluation(
@@ -121,17 +127,16 @@ def _evaluate(
         code=np.empty((k, n), dtype=np.int8),
         regime=np.empty((k, n), dtype=np.uint8),
     )
-    runs = is_grouped(sidx) if grouped is None else grouped
-    near: list[
-        tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64], NDArray[np.uint16]]
-    ] = []
-    for s in range(0, n, CHUNK):
-        c = slice(s, min(s + CHUNK, n))
-        _far_chunk(index, out, s, sidx[c], lon[c], lat[c], runs, near)
-    if near:
-        _measure_near(
-            index, out, sidx, lon, lat, acc, *(np.concatenate(x) for x in zip(*near, strict=True))
-        )
+    if compiled:
+        near = kernels.far_codes(
+            index.slots_by_supervisee, sidx, (lon - LON_REF).astype(np.float32),
+            (lat - LAT_REF).astype(np.float32), index.p32_rows, index.p32_rows.view(np.int32),
+            index.sign < 0, index.cells.data, _CLS, _DIST, out.code, out.dist_m,
+        )  # fmt: skip
+    else:
+        near = _far_numpy(index, out, sidx, lon, lat, grouped)
+    if len(near[0]):
+        _measure_near(index, out, sidx, lon, lat, acc, *near)
     np.not_equal(out.code, NO_ZONE, out=out.regime, casting="unsafe")  # IN_FORCE where a zone
     _apply_schedules(index, out, sidx, ts)
     _apply_permits(index, out, sidx, ts, lon, lat, acc)
@@ -142,6 +147,26 @@ def _evaluate(
         col = out.code[:, ignored]
         out.code[:, ignored] = np.where(col == NO_ZONE, NO_ZONE, IGNORED)
     return out
+
+
+def _far_numpy(
+    index: ZoneIndex, out: Evaluation, sidx: NDArray[np.intp], lon: NDArray[np.float64],
+    lat: NDArray[np.float64], grouped: bool | None,
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64], NDArray[np.uint16]]:  # fmt: skip
+    """The reference of `kernels.far_codes`: cell lookup chunk by chunk, slot by slot."""
+    runs = is_grouped(sidx) if grouped is None else grouped
+    near: list[
+        tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64], NDArray[np.uint16]]
+    ] = []
+    for s in range(0, len(sidx), CHUNK):
+        c = slice(s, min(s + CHUNK, len(sidx)))
+        _far_chunk(index, out, s, sidx[c], lon[c], lat[c], runs, near)
+    if not near:
+        z = np.zeros(0, dtype=np.intp)
+        return z, z, z.astype(np.int64), z.astype(np.uint16)
+    slot, fix, flat, value = (np.concatenate(x) for x in zip(*near, strict=True))
+    order = np.lexsort((fix, slot))  # slot-major, as the kernel lists them
+    return slot[order], fix[order], flat[order], value[order]
 
 
 def _far_chunk(

@@ -48,15 +48,19 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import repeat
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import shapely
 from numpy.typing import ArrayLike, NDArray
 
+from geofence import kernels
 from geofence.engine import COMPLIANT, IN_FORCE, NO_ZONE, VIOLATION, Evaluation, evaluate
 from geofence.grid import GridOptions
 from geofence.index import ZoneIndex
-from geofence.machine import Counters, Events, advance
+from geofence.machine import Counters, advance
 from geofence.policy import Permit, PolicyTable, Supervisee
 from geofence.schedule import DEFAULT_TZ, changes_between, next_change_ms
 from geofence.table import StateTable
@@ -72,12 +76,27 @@ from geofence.transitions import (
     ZoneMeta,
     close_removed,
     step,
+    transitions_of,
 )
 from geofence.zones import Zone
 
 __all__ = ["MONITORING_ENDED", "Fence", "Permit", "Supervisee", "Transition"]
 NO_BOUNDARY = np.iinfo(np.int64).max
 MONITORING_ENDED = "monitoring_ended"
+
+
+class Fired(NamedTuple):
+    """Transitions of the confirmation counters as columns: the group's position among the
+    batch's groups, the zone's slot, the fix (index into the batch), whether the condition
+    opened, its count (`tally`), its since and its alert type (index into ALERT_TYPES)."""
+
+    group: NDArray[np.intp]
+    slot: NDArray[np.intp]
+    fix: NDArray[np.intp]
+    active: NDArray[np.bool_]
+    tally: NDArray[np.int64]
+    since: NDArray[np.int64]
+    alert_type: NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -129,6 +148,17 @@ class Fence:
         self.late = 0  # late fixes of the last `decide` call
         self._changed = np.zeros(16, dtype=bool)  # per index: state changed since the drain
         self.vectorised = True  # False: every busy supervisee through `step` (the reference)
+        _warm_kernels()
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the compiled kernels run (`geofence.kernels`); False: their numpy references
+        (the same decisions, slower)."""
+        return self.index.compiled
+
+    @compiled.setter
+    def compiled(self, value: bool) -> None:
+        self.index.compiled = value
 
     # ---- registry ------------------------------------------------------------------------
     def load(
@@ -463,8 +493,8 @@ class Fence:
         arr = np.asarray(supervisees)
         if arr.dtype.kind in "iu":
             return arr.astype(np.intp)
-        get = self.index._sidx.get
-        return np.fromiter((get(s, -1) for s in arr.tolist()), dtype=np.intp, count=len(arr))
+        get = self.index._sidx.get  # one dict lookup per fix (~50 ns): map() saves the generator
+        return np.fromiter(map(get, arr.tolist(), repeat(-1)), dtype=np.intp, count=len(arr))
 
     def _apply(
         self, ev: Evaluation, sidx: NDArray[np.intp], ts: NDArray[np.int64], lon: NDArray[np.float64],
@@ -584,13 +614,37 @@ class Fence:
     ) -> dict[int, list[Transition]]:  # fmt: skip
         """The vectorised state machine for groups `gs` (positions among the batch's groups)
         whose zones keep one regime through the batch; writes their states in bulk."""
-        t, k, n_g = self._table, ev.code.shape[0], len(gs)
+        t, k = self._table, ev.code.shape[0]
         idx = sidx[starts[gs]]
+        regime = ev.regime[:, starts[gs]]  # (k, n_g): constant through each group
+        has = np.arange(k)[:, None] < self._nzones[idx][None, :]
+        cols = np.nonzero(has)
+        at = (cols[0], idx[cols[1]])
+        if self.compiled:
+            fired = Fired(*kernels.counters(
+                ev.code, ev.regime, ts, starts[gs], ends[gs], idx, self._nzones[idx], t.viol, t.ok,
+                t.run_since, t.open, t.open_since, t.open_type, t.overrun, t.present,
+                self._confirm, self._exclusion, self._scheduled,
+            ))  # fmt: skip
+        else:
+            fired = self._advance_numpy(ev, sidx, ts, starts, ends, gs, idx, has, cols)
+        t.present[at], t.fp[at], t.regime[at] = True, self._fp[:k, idx][cols], regime[cols]
+        was_new = t.decided[idx] == NEVER
+        self._advance_rows(idx, ends[gs] - 1, ts, lon, lat, acc)
+        for i in idx[was_new & self._timed[idx]].tolist():
+            self._boundary[i] = self._next_boundary(i, self._get(i))
+        return self._events(ev, fired, gs, idx, ts, lon, lat, acc)
+
+    def _advance_numpy(
+        self, ev: Evaluation, sidx: NDArray[np.intp], ts: NDArray[np.int64],
+        starts: NDArray[np.intp], ends: NDArray[np.intp], gs: NDArray[np.intp],
+        idx: NDArray[np.intp], has: NDArray[np.bool_], cols: tuple[NDArray[np.intp], ...],
+    ) -> Fired:  # fmt: skip
+        """The reference of `kernels.counters`: `geofence.machine.advance` over all pairs."""
+        t, k, n_g = self._table, ev.code.shape[0], len(gs)
         lens = ends[gs] - starts[gs]
         pos = np.full(len(sidx), -1, dtype=np.intp)
         pos[_ranges(starts[gs], lens)] = np.repeat(np.arange(n_g), lens)
-        regime = ev.regime[:, starts[gs]]  # (k, n_g): constant through each group
-        has = np.arange(k)[:, None] < self._nzones[idx][None, :]
         present = t.present[:k, idx] & has
         c0 = Counters(*(np.where(present, getattr(t, f)[:k, idx], 0).ravel() for f in
                         ("viol", "ok", "run_since", "open", "open_since", "open_type", "overrun")))  # fmt: skip
@@ -601,49 +655,48 @@ class Fence:
         c, events = advance(c0, self._confirm[:k, idx].ravel(), self._exclusion[:k, idx].ravel(),
                             self._scheduled[:k, idx].ravel(), pair, ev.code[slot, fix] == VIOLATION,
                             ts[fix])  # fmt: skip
-        cols = np.nonzero(has)
         at = (cols[0], idx[cols[1]])
         flat = cols[0] * n_g + cols[1]
-        t.present[at], t.fp[at], t.regime[at] = True, self._fp[:k, idx][cols], regime[cols]
         for f in ("viol", "ok", "run_since", "open", "open_since", "open_type", "overrun"):
             getattr(t, f)[at] = getattr(c, f)[flat]
-        was_new = t.decided[idx] == NEVER
-        self._advance_rows(idx, ends[gs] - 1, ts, lon, lat, acc)
-        for i in idx[was_new & self._timed[idx]].tolist():
-            self._boundary[i] = self._next_boundary(i, self._get(i))
-        return self._events(ev, events, slot, fix, gs, idx, n_g, ts, lon, lat, acc)
+        j_all, g_all = np.divmod(events.pair, n_g)
+        return Fired(g_all, j_all, fix[events.fix], events.active, events.count, events.since,
+                     events.alert_type)  # fmt: skip
 
     def _events(
-        self, ev: Evaluation, events: Events, slot: NDArray[np.intp], fix: NDArray[np.intp],
-        gs: NDArray[np.intp], idx: NDArray[np.intp], n_g: int, ts: NDArray[np.int64],
-        lon: NDArray[np.float64], lat: NDArray[np.float64], acc: NDArray[np.float64],
+        self, ev: Evaluation, fired: Fired, gs: NDArray[np.intp], idx: NDArray[np.intp],
+        ts: NDArray[np.int64], lon: NDArray[np.float64], lat: NDArray[np.float64],
+        acc: NDArray[np.float64],
     ) -> dict[int, list[Transition]]:  # fmt: skip
         """Transitions of the vectorised counters, per group in (ts, slot) order; distances
         beyond the decision band are measured (in one batch) before they are built."""
         out: dict[int, list[Transition]] = {}
-        if not len(events.pair):
+        if not len(fired.group):
             return out
-        j_all, g_all = np.divmod(events.pair, n_g)
-        i_all = fix[events.fix]
+        j_all, g_all, i_all = fired.slot, fired.group, fired.fix
         order = np.lexsort((j_all, ts[i_all], g_all))
         j_all, g_all, i_all = j_all[order], g_all[order], i_all[order]
         sup = idx[g_all]
         dist = ev.dist_m[j_all, i_all].astype(np.float64)
         self._measure_far(dist, j_all, sup, lon[i_all], lat[i_all])
-        active = events.active[order]
-        cols = zip(gs[g_all].tolist(), sup.tolist(), j_all.tolist(), ts[i_all].tolist(),
-                   lon[i_all].tolist(), lat[i_all].tolist(), acc[i_all].tolist(), active.tolist(),
-                   events.alert_type[order].tolist(), events.count[order].tolist(),
-                   events.since[order].tolist(), dist.tolist(), strict=True)  # fmt: skip
+        act = fired.active[order]
+        sign = np.take(self.index.sign, self.index.slots[j_all, sup])  # +1 inclusion
+        dist = np.where(sign > 0, dist, -dist)  # positive on the violating side
+        sup_l, j_l = sup.tolist(), j_all.tolist()
+        metas = [self._metas[sp][j] for sp, j in zip(sup_l, j_l, strict=True)]
         with _collection_paused():
-            for g, sp, j, t, x, y, a, act, typ, count, since, d in cols:
-                meta = self._metas[sp][j]
-                out.setdefault(g, []).append(Transition(
-                    self.index.id_of(sp), meta.zone_id, ALERT_TYPES[typ], act, t, x, y,
-                    d if meta.kind == "inclusion" else -d, a, meta.margin_m, count, since,
-                    meta.escalate_after_s, meta.purpose, meta.kind,
-                    "confirmed" if act else "compliant",
-                ))  # fmt: skip
+            made = transitions_of(
+                self.index.ids_of(sup_l), [m.zone_id for m in metas],
+                [ALERT_TYPES[a] for a in fired.alert_type[order].tolist()], act.tolist(),
+                ts[i_all].tolist(), lon[i_all].tolist(), lat[i_all].tolist(), dist.tolist(),
+                acc[i_all].tolist(), [m.margin_m for m in metas], fired.tally[order].tolist(),
+                fired.since[order].tolist(), [m.escalate_after_s for m in metas],
+                [m.purpose for m in metas], [m.kind for m in metas],
+                np.where(act, "confirmed", "compliant").tolist(),
+            )  # fmt: skip
+        bounds = np.flatnonzero(np.r_[True, g_all[1:] != g_all[:-1], True]).tolist()
+        for g, a, b in zip(gs[g_all[bounds[:-1]]].tolist(), bounds[:-1], bounds[1:], strict=True):
+            out[g] = made[a:b]
         return out
 
     def _measure_far(
@@ -774,6 +827,29 @@ class Fence:
             t = out[i]
             fixed[i] = replace(t, distance_m=dist * (1 if t.kind == "inclusion" else -1))
         return fixed
+
+
+_warmed = False
+
+
+def _warm_kernels() -> None:
+    """Compile the kernels (or load them from numba's cache) once per process, by deciding a
+    few fixes on a throwaway fence, so that the first batch a worker decides does not wait for
+    them: ~6 s of CPU without a cache (the first run after a change of `geofence.kernels`),
+    ~0.3 s with one."""
+    global _warmed
+    if _warmed:
+        return
+    _warmed = True
+    lon, lat = 105.8, 21.0
+    square = shapely.box(lon - 0.01, lat - 0.01, lon + 0.01, lat + 0.01)
+    fence = Fence()
+    fence.load([Supervisee("warm", "an_treo", date(2025, 1, 1), date(2027, 12, 31))],
+               [Zone("warm", "home", "inclusion", "residence", square)])  # fmt: skip
+    # inside, near the edge, then far outside twice (a confirmed exit, far metres)
+    x = np.array([lon, lon + 0.0099, lon + 0.05, lon + 0.05])
+    ts = 1_767_225_600_000 + np.arange(4, dtype=np.int64) * 30_000
+    fence.decide(np.zeros(4, dtype=np.intp), ts, x, np.full(4, lat), np.full(4, 10.0))
 
 
 Batch = tuple[
@@ -933,8 +1009,10 @@ def _order(
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
     """Permutation sorting by (supervisee, ts), stable, and both columns in that order. When
     the index fits 16 bits: a radix sort on the supervisee if fixes already arrive in ts order
-    per device (the common case: tried when the batch is mostly in ts order), else one sort of
-    a packed (supervisee, ts) key (the stable sort only when two fixes share both)."""
+    per device (the common case: tried when the batch is mostly in ts order), else one plain
+    sort of packed (supervisee, ts, position) keys when they fit 63 bits (unique keys, so the
+    order is the stable one; a value sort is ~2x faster than an argsort), else an argsort of a
+    packed (supervisee, ts) key (the stable sort only when two fixes share both)."""
     if not len(sidx):
         return np.arange(0, dtype=np.intp), sidx, ts
     if sidx.max() < 1 << 16:
@@ -944,6 +1022,14 @@ def _order(
             if not np.any((s[1:] == s[:-1]) & (t[1:] < t[:-1])):
                 return order, s, t
         t0 = int(ts.min())
+        bi, bt = (len(ts) - 1).bit_length(), (int(ts.max()) - t0).bit_length()
+        bs = int(sidx.max()).bit_length()
+        if bs + bt + bi <= 63:  # (supervisee, ts, arrival) packed: a plain sort of unique keys
+            key = (sidx.astype(np.int64) << (bt + bi)) | ((ts - t0) << bi)
+            key |= np.arange(len(ts))
+            key.sort()
+            order = key & ((1 << bi) - 1)
+            return order, sidx[order], ts[order]
         if int(ts.max()) - t0 < 1 << 47:  # ~4,400 years of ms: the key fits 63 bits
             key = (sidx.astype(np.int64) << 47) | (ts - t0)
             order = np.argsort(key)

@@ -34,6 +34,7 @@ MAX_NEAR = 0x7FFF - NEAR_BASE  # cells are uint16 and bit 15 marks exclusion zon
 _ANCHOR_CLEARANCE_M = 0.01  # an anchor this close to an edge is moved: its side would be fragile
 BATCH_VERTICES = 20_000  # vertices compiled together: temporaries stay cache-sized (faster)
 _LATTICE = np.array([0.0, -0.375, -0.125, 0.125, 0.375])  # anchor offsets, in cells
+LATTICE = _LATTICE  # the same table, for the compiled near-cell kernel
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ import shapely
 from numpy.typing import NDArray
 from shapely.geometry.base import BaseGeometry
 
+from geofence import kernels
 from geofence.geodesy import metres_per_degree, vincenty
 from geofence.grid import (
+    LATTICE,
     NEAR_BASE,
     NO_ZONE_CELL,
     CompiledGrid,
@@ -106,6 +108,7 @@ class ZoneIndex:
         self.default_margin_m = float(default_margin_m)
         self.grid = grid or GridOptions()
         self.tz = tz
+        self.compiled = True  # False: the numpy references of the compiled kernels
         self._sidx: dict[str, int] = {}
         self._ids: list[str | None] = []
         self._free_s: list[int] = []
@@ -116,6 +119,7 @@ class ZoneIndex:
         # (max_slots, capacity): zone row per slot; row 0 is reserved for "no zone", a one-cell
         # grid whose value classifies as NO_ZONE, so every slot can be evaluated densely
         self.slots = np.zeros((1, 16), dtype=np.intp)
+        self._slots_t: IntArray | None = None  # `slots` transposed, kept until slots change
         self.has_permit = np.zeros(16, dtype=bool)
         self._init_rows(64)
         self._pool_rows = np.zeros((64, 8))  # per row: frame, pieces (P_* columns)
@@ -140,7 +144,9 @@ class ZoneIndex:
     def _init_rows(self, cap: int) -> None:
         # columns of float32 parameters per row: lon0, lat0 (offsets from LON_REF, LAT_REF),
         # cells per degree x / y, largest fx / fy, nx2, and the cell offset (int32 bits)
-        self.p32 = np.zeros((8, cap), dtype=np.float32)
+        # stored row-major (one cache line per zone for the compiled lookup), seen column-wise
+        self.p32_rows = np.zeros((cap, 8), dtype=np.float32)
+        self.p32 = self.p32_rows.T
         self.p64 = np.zeros((cap, 6))  # lon0, lat0, cw, ch, nx2, ny2 (exact)
         self.cell_off = np.zeros(cap, dtype=np.int64)
         self.near_off = np.zeros(cap, dtype=np.int64)
@@ -235,6 +241,11 @@ class ZoneIndex:
             raise KeyError(index)
         return sid
 
+    def ids_of(self, indices: list[int]) -> list[str]:
+        """The supervisee ids at `indices` (all in use)."""
+        ids = self._ids
+        return [ids[i] for i in indices]  # type: ignore[misc]
+
     def __contains__(self, supervisee_id: object) -> bool:
         return supervisee_id in self._sidx
 
@@ -242,6 +253,13 @@ class ZoneIndex:
     def supervisee_ids(self) -> list[str]:
         """All supervisee ids in the index."""
         return list(self._sidx)
+
+    @property
+    def slots_by_supervisee(self) -> IntArray:
+        """`slots` transposed, C-contiguous: (supervisee index, slot) -> zone row."""
+        if self._slots_t is None or self._slots_t.shape[::-1] != self.slots.shape:
+            self._slots_t = np.ascontiguousarray(self.slots.T)
+        return self._slots_t
 
     @property
     def max_slots(self) -> int:
@@ -363,6 +381,7 @@ class ZoneIndex:
         self._zones[idx], self._permits[idx] = (), ()
         self._slot_rows[idx], self._dest_rows[idx] = [], []
         self.slots[:, idx] = 0
+        self._slots_t = None
         self.has_permit[idx] = False
         self._free_s.append(idx)
 
@@ -390,6 +409,7 @@ class ZoneIndex:
             self.slots = np.vstack([self.slots, extra])
         self.slots[:, idx] = 0
         self.slots[: len(rows), idx] = rows
+        self._slots_t = None
 
     def _mask_id(self, schedule: tuple[Window, ...], tz: str) -> int:
         key = (schedule, tz)
@@ -492,12 +512,25 @@ class ZoneIndex:
         self, rows: IntArray, flat: NDArray[np.int64], nid: NDArray[np.int64],
         lon: FloatArray, lat: FloatArray,
     ) -> tuple[FloatArray, NDArray[np.bool_]]:  # fmt: skip
+        if self.compiled:
+            return self._near_compiled(rows, flat, nid, lon, lat)
         dist = np.empty(len(rows))
         exact = np.empty(len(rows), dtype=bool)
         for s in range(0, len(rows), NEAR_CHUNK):
             c = slice(s, s + NEAR_CHUNK)
             dist[c], exact[c] = self._near_chunk(rows[c], flat[c], nid[c], lon[c], lat[c])
         return dist, exact
+
+    def _near_compiled(
+        self, rows: IntArray, flat: NDArray[np.int64], nid: NDArray[np.int64],
+        lon: FloatArray, lat: FloatArray,
+    ) -> tuple[FloatArray, NDArray[np.bool_]]:  # fmt: skip
+        """`_near_chunk` with the per-edge work compiled (`kernels.near_edges`)."""
+        kx, ky = metres_per_degree(lat)
+        return kernels.near_pairs(rows, flat, nid, lon, lat, kx, ky / kx, self.p64, self.cell_off,
+                                  self.anchor_q.data, LATTICE, self.spans.data,
+                                  np.take(self.vert_off, rows), self.vertices.data,
+                                  self.near_in.data, self.pad_m)  # fmt: skip
 
     def _near_chunk(
         self, rows: IntArray, flat: NDArray[np.int64], nid: NDArray[np.int64],
@@ -613,7 +646,9 @@ class ZoneIndex:
         if circ.any():
             out[circ] = np.abs(vincenty(lon[circ], lat[circ], c[circ, 0], c[circ, 1]) - c[circ, 2])
         poly = np.flatnonzero(~circ)
-        if len(poly):
+        if len(poly) and self.compiled:
+            out[poly] = self._nearest_geodesic(rows[poly], lon[poly], lat[poly])
+        elif len(poly):
             for a in range(0, len(poly), FAR_CHUNK):
                 p = poly[a : a + FAR_CHUNK]
                 out[p] = self._nearest_geodesic(rows[p], lon[p], lat[p])
@@ -659,6 +694,22 @@ class ZoneIndex:
         self._pool_v += row.n_vert
 
     def _nearest_geodesic(self, rows: IntArray, lon: FloatArray, lat: FloatArray) -> FloatArray:
+        """`_nearest_geodesic_numpy` with the search for the nearest edge compiled
+        (`kernels.nearest_edges`: the same bounds and candidates, one point at a time)."""
+        if not self.compiled:
+            return self._nearest_geodesic_numpy(rows, lon, lat)
+        z = self._frame_of(rows)
+        e = kernels.nearest_edges(z, lon, lat, self._pool_grp, self._pool_box,
+                                  self.vertices.data, self.vert_off, rows)  # fmt: skip
+        v = self.vertices.data
+        kx, ky = z[:, 2], z[:, 3]
+        x, y = (v[e, 0] - lon) * kx, (v[e, 1] - lat) * ky
+        dx, dy = (v[e + 1, 0] - lon) * kx - x, (v[e + 1, 1] - lat) * ky - y
+        return self._geodesic_to(x, y, dx, dy, z, lon, lat)
+
+    def _nearest_geodesic_numpy(
+        self, rows: IntArray, lon: FloatArray, lat: FloatArray
+    ) -> FloatArray:
         """Per point: Vincenty metres to its zone's nearest boundary point found in the zone's
         metric frame (a slightly distorted frame moves that point, so the distance, stationary
         there, only to second order). Branch and bound, exact: groups of pieces whose box is
@@ -708,7 +759,15 @@ class ZoneIndex:
         low = np.minimum.reduceat(d2, starts)
         hit = np.flatnonzero(d2 <= low[who])
         best = hit[np.r_[True, who[hit][1:] != who[hit][:-1]]]  # one per point, in order
-        bx, by, bdx, bdy = x[best], y[best], dx[best], dy[best]
+        return self._geodesic_to(x[best], y[best], dx[best], dy[best], z, lon, lat)
+
+    @staticmethod
+    def _geodesic_to(
+        bx: FloatArray, by: FloatArray, bdx: FloatArray, bdy: FloatArray, z: FloatArray,
+        lon: FloatArray, lat: FloatArray,
+    ) -> FloatArray:  # fmt: skip
+        """Vincenty metres from each point to the nearest point of its edge (start bx, by and
+        vector bdx, bdy, in the frame's scales relative to the point)."""
         t = np.clip(-(bx * bdx + by * bdy) / np.maximum(bdx * bdx + bdy * bdy, 1e-300), 0.0, 1.0)
         nx = lon + (bx + t * bdx) / z[:, 2]
         ny = lat + (by + t * bdy) / z[:, 3]

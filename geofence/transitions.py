@@ -33,7 +33,7 @@ The state is small (tens of bytes per zone, twice that while a `base` is kept) a
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -67,6 +67,23 @@ class Transition:
     kind: str = "inclusion"  # zone kind
     reason: str = "confirmed"  # 'confirmed' | 'compliant' | 'not_in_force' | 'zone_removed' |
     # 'sentence_ended' | 'revised' (a backlog behind an applied boundary changed the outcome)
+
+
+_TRANSITION_FIELDS = tuple(f.name for f in fields(Transition))
+
+
+def transitions_of(*columns: list) -> list[Transition]:
+    """Transitions from columns of field values (in `Transition`'s field order), many at once.
+
+    The same objects as `Transition(*row)` (equal, same hash and repr), built ~2x faster: a
+    frozen dataclass's `__init__` sets each of its 16 fields through `object.__setattr__`; here
+    the instance dict is filled in one update (nothing is validated in `__init__` either)."""
+    new, names, out = object.__new__, _TRANSITION_FIELDS, []
+    for row in zip(*columns, strict=True):
+        t = new(Transition)
+        t.__dict__.update(zip(names, row, strict=True))
+        out.append(t)
+    return out
 
 
 @dataclass(frozen=True)

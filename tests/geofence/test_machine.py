@@ -71,7 +71,7 @@ from .test_time import AWAY, DEST, HOUR, LAT, LON, MIN, MONDAY, POINTS  # noqa: 
 SIDS = ("S1", "S2", "S3")
 
 
-def fleet(windows, permits, confirm, vectorised):
+def fleet(windows, permits, confirm, vectorised, compiled=True):
     zs = []
     for sid, w in zip(SIDS, windows, strict=True):
         night = parse_schedule([w], "$")
@@ -81,7 +81,7 @@ def fleet(windows, permits, confirm, vectorised):
             zs.append(zone(square(LON, LAT, 100), "night", purpose="curfew", schedule=night,
                            sid=sid))  # fmt: skip
     f = Fence(confirm_fixes=confirm)
-    f.vectorised = vectorised
+    f.vectorised, f.compiled = vectorised, compiled
     sups = [Supervisee(s, "an_treo", date(2025, 1, 1), date(2027, 12, 31)) for s in SIDS]
     f.load(sups, zs, permits)
     return f
@@ -104,6 +104,8 @@ window = st.builds(lambda d, a, b: {"days": d, "start": f"{a // 4:02d}:{a % 4 * 
     st.integers(1, 4), st.lists(st.integers(1, 79), max_size=5),
 )  # fmt: skip
 def test_the_vectorised_fence_decides_as_the_scalar_reference(fixes, windows, perms, confirm, cuts):
+    """The fence as it runs (vectorised, compiled kernels), and with the numpy references of
+    the kernels, decide as the scalar reference `step`: same transitions, same states."""
     note(repr((fixes, windows, perms, confirm, cuts)))
     permits = [Permit(s, MONDAY + a * 15 * MIN, MONDAY + (a + b) * 15 * MIN, "p", "work",
                       square(*DEST, 1000) if dest else None) for s, a, b, dest in perms]  # fmt: skip
@@ -114,14 +116,16 @@ def test_the_vectorised_fence_decides_as_the_scalar_reference(fixes, windows, pe
         rows.append((sid, clock[sid], *POINTS[where], acc))
     bounds = [0, *sorted({c for c in cuts if c < len(rows)}), len(rows)]
     results = []
-    for vectorised in (True, False):
-        f = fleet(windows, permits, confirm, vectorised)
+    for vectorised, compiled in ((True, True), (False, True), (True, False)):
+        f = fleet(windows, permits, confirm, vectorised, compiled)
         out = []
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             sids, ts, lon, lat, acc = zip(*rows[a:b], strict=True)
             out += f.decide(list(sids), np.array(ts), np.array(lon), np.array(lat), np.array(acc))
         out += f.tick(max(clock.values()) + HOUR)
         results.append((out, {s: f.states[s] for s in SIDS}))
-    (vec, vec_states), (ref, ref_states) = results
+    (vec, vec_states), (ref, ref_states), (numpy, numpy_states) = results
     assert vec == ref
     assert vec_states == ref_states
+    assert numpy == ref  # the numpy references of the compiled kernels decide the same
+    assert numpy_states == ref_states
