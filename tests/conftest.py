@@ -55,7 +55,7 @@ SCHEDULE_HINT_S = {
     "tests/drills/test_cluster.py": 55,
     "tests/giamsat/test_up.py::test_ctrl_c_stops_the_fleet_before_the_worker_and_kill_9": 45,
     "tests/giamsat/test_up.py::test_up_demo_runs_and_stops_cleanly": 40,
-    "tests/pipeline/test_pipeline.py": 40,
+    "tests/pipeline/test_pipeline.py": 8,
     "tests/ingest/test_amqp.py": 35,
     "tests/geofence/test_machine.py": 35,
     "tests/api/test_dashboard_browser.py::test_an_officer_at_work_stays_signed_in": 30,
@@ -70,14 +70,22 @@ SCHEDULE_HINT_S = {
     "tests/api/test_case_screens_browser.py": 18,
     "tests/drills/test_continuity.py": 15,
     "tests/drills/test_drills.py": 15,
-    "tests/api/test_schemathesis.py": 15,
+    "tests/api/test_schemathesis.py": 35,
 }
 
 
+# Test files scheduled a test function (all its parameters) at a time: long files whose module
+# fixtures are cheap next to their tests.
+BY_FUNCTION = ("tests/api/test_schemathesis.py", "tests/pipeline/test_pipeline.py")
+
+
 def _unit(nodeid: str) -> str:
-    """The scheduling unit of a test: the test itself in ONE_BY_ONE files, else its file."""
+    """The scheduling unit of a test: the test itself in ONE_BY_ONE files, its function in
+    BY_FUNCTION files, else its file."""
     path = nodeid.split("::", 1)[0]
-    return nodeid if path.startswith(ONE_BY_ONE) else path
+    if path.startswith(ONE_BY_ONE):
+        return nodeid
+    return nodeid.split("[", 1)[0] if path.startswith(BY_FUNCTION) else path
 
 
 def _hint_s(unit: str, tests: int) -> float:
