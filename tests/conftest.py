@@ -229,14 +229,59 @@ class RabbitVhost:
         return f"amqp://{self.user}:{self.password}@{self.host}:{self.node.amqp_port}/{self.name}"
 
 
+class EarlyNode:
+    """The session's RabbitMQ node, booting in a thread of its own from the end of collection
+    when a collected test will use it: its boot (about ten seconds, mostly waiting) overlaps
+    the first tests instead of holding up the first test that needs it."""
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="giamsat-test-rabbitmq-"))
+        self.node = EmbeddedRabbitMQ(self.base, free_port(), free_port(), dist_port=free_port())
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._boot, name="rabbitmq-boot", daemon=True)
+        self.thread.start()
+
+    def _boot(self) -> None:
+        try:
+            self.node.start()
+        except BaseException as exc:  # noqa: BLE001 - raised in the fixture that needs it
+            self.error = exc
+
+    def booted(self) -> EmbeddedRabbitMQ:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.node
+
+    def stop(self) -> None:
+        self.thread.join()
+        self.node.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+_early_node: list[EarlyNode] = []
+
+
+def pytest_collection_finish(session) -> None:
+    if session.config.option.collectonly:
+        return
+    if any("rabbitmq_node" in getattr(item, "fixturenames", ()) for item in session.items):
+        _early_node.append(EarlyNode())
+
+
+def pytest_sessionfinish(session) -> None:
+    while _early_node:  # booted, and no test asked for it
+        _early_node.pop().stop()
+
+
 @pytest.fixture(scope="session")
-def rabbitmq_node(tmp_path_factory) -> Iterator[EmbeddedRabbitMQ]:
+def rabbitmq_node() -> Iterator[EmbeddedRabbitMQ]:
     """One RabbitMQ node (MQTT plugin, quorum queues) for the session, user guest/guest."""
-    node = EmbeddedRabbitMQ(tmp_path_factory.mktemp("rabbitmq"), free_port(), free_port(),
-                            dist_port=free_port())
-    node.start()
-    yield node
-    node.stop()
+    early = _early_node.pop() if _early_node else EarlyNode()
+    try:
+        yield early.booted()
+    finally:
+        early.stop()
 
 
 class VhostPool:
