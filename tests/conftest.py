@@ -18,6 +18,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +39,83 @@ from schema import connect, migrate
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "vn"
+
+
+# --- scheduling in parallel workers -------------------------------------------------------------
+
+# Test files whose tests are scheduled one by one: function-scoped fixtures only, each test long.
+ONE_BY_ONE = ("tests/drills/", "tests/giamsat/test_up.py", "tests/api/test_dashboard_browser.py",
+              "tests/api/test_case_screens_browser.py", "tests/api/test_casework_browser.py")
+
+# Rough seconds of the longest units (measured on the 2-core machine), to hand them out first;
+# the order is all that matters. A unit not named counts a fifth of a second per test.
+SCHEDULE_HINT_S = {
+    "tests/drills/test_drills.py::test_postgres_stopped_for_60_s_and_started_again": 90,
+    "tests/drills/test_drills.py::test_100_000_fuzzed_payloads_are_each_dead_lettered": 60,
+    "tests/drills/test_cluster.py": 55,
+    "tests/giamsat/test_up.py::test_ctrl_c_stops_the_fleet_before_the_worker_and_kill_9": 45,
+    "tests/giamsat/test_up.py::test_up_demo_runs_and_stops_cleanly": 40,
+    "tests/pipeline/test_pipeline.py": 8,
+    "tests/ingest/test_amqp.py": 35,
+    "tests/geofence/test_machine.py": 35,
+    "tests/api/test_dashboard_browser.py::test_an_officer_at_work_stays_signed_in": 30,
+    "tests/ingest/test_decode_columnar.py": 25,
+    "tests/api/test_case_screens_browser.py::test_an_officer_runs_a_case": 25,
+    "tests/api/test_case_screens_browser.py::test_a_province_officer_manages_webhooks": 25,
+    # the load test must keep up with its rate: it goes after the first wave of drills
+    "tests/drills/test_loadtest.py": 6,
+    "tests/giamsat/test_services.py": 22,
+    "tests/security/test_rabbitmq_acl.py": 22,
+    "tests/api/test_dashboard_browser.py": 20,
+    "tests/api/test_case_screens_browser.py": 18,
+    "tests/drills/test_continuity.py": 15,
+    "tests/drills/test_drills.py": 15,
+    "tests/api/test_schemathesis.py": 35,
+}
+
+
+# Test files scheduled a test function (all its parameters) at a time: long files whose module
+# fixtures are cheap next to their tests.
+BY_FUNCTION = ("tests/api/test_schemathesis.py", "tests/pipeline/test_pipeline.py")
+
+
+def _unit(nodeid: str) -> str:
+    """The scheduling unit of a test: the test itself in ONE_BY_ONE files, its function in
+    BY_FUNCTION files, else its file."""
+    path = nodeid.split("::", 1)[0]
+    if path.startswith(ONE_BY_ONE):
+        return nodeid
+    return nodeid.split("[", 1)[0] if path.startswith(BY_FUNCTION) else path
+
+
+def _hint_s(unit: str, tests: int) -> float:
+    named = [s for key, s in SCHEDULE_HINT_S.items() if unit.startswith(key)]
+    return max(named) if named else 0.2 * tests
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Longest units first (see the module docstring); the same order in every worker."""
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[_unit(item.nodeid)] = counts.get(_unit(item.nodeid), 0) + 1
+    first_seen = {u: i for i, u in enumerate(dict.fromkeys(_unit(it.nodeid) for it in items))}
+    items.sort(key=lambda it: (-_hint_s(_unit(it.nodeid), counts[_unit(it.nodeid)]),
+                               first_seen[_unit(it.nodeid)]))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With ``--dist loadfile``: units as above, handed out in the collection's order."""
+    if config.getoption("dist", None) != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LongestFirst(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    config.option.loadscopereorder = False
+    return LongestFirst(config, log)
 
 
 def with_database(url: str, dbname: str) -> str:
@@ -151,24 +229,127 @@ class RabbitVhost:
         return f"amqp://{self.user}:{self.password}@{self.host}:{self.node.amqp_port}/{self.name}"
 
 
+class EarlyNode:
+    """The session's RabbitMQ node, booting in a thread of its own from the end of collection
+    when a collected test will use it: its boot (about ten seconds, mostly waiting) overlaps
+    the first tests instead of holding up the first test that needs it."""
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="giamsat-test-rabbitmq-"))
+        self.node = EmbeddedRabbitMQ(self.base, free_port(), free_port(), dist_port=free_port())
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._boot, name="rabbitmq-boot", daemon=True)
+        self.thread.start()
+
+    def _boot(self) -> None:
+        try:
+            self.node.start()
+        except BaseException as exc:  # noqa: BLE001 - raised in the fixture that needs it
+            self.error = exc
+
+    def booted(self) -> EmbeddedRabbitMQ:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.node
+
+    def stop(self) -> None:
+        self.thread.join()
+        self.node.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+_early_node: list[EarlyNode] = []
+
+
+def pytest_collection_finish(session) -> None:
+    if session.config.option.collectonly:
+        return
+    if any("rabbitmq_node" in getattr(item, "fixturenames", ()) for item in session.items):
+        _early_node.append(EarlyNode())
+
+
+def pytest_sessionfinish(session) -> None:
+    while _early_node:  # booted, and no test asked for it
+        _early_node.pop().stop()
+
+
 @pytest.fixture(scope="session")
-def rabbitmq_node(tmp_path_factory) -> Iterator[EmbeddedRabbitMQ]:
+def rabbitmq_node() -> Iterator[EmbeddedRabbitMQ]:
     """One RabbitMQ node (MQTT plugin, quorum queues) for the session, user guest/guest."""
-    node = EmbeddedRabbitMQ(tmp_path_factory.mktemp("rabbitmq"), free_port(), free_port(),
-                            dist_port=free_port())
-    node.start()
-    yield node
-    node.stop()
+    early = _early_node.pop() if _early_node else EarlyNode()
+    try:
+        yield early.booted()
+    finally:
+        early.stop()
+
+
+class VhostPool:
+    """Fresh virtual hosts on a node, made and deleted a batch at a time: each `rabbitmqctl`
+    run boots an Erlang VM (about a second of CPU), so one run makes the next batch and
+    deletes the hosts given out since the last one."""
+
+    BATCH = 8
+
+    def __init__(self, node: EmbeddedRabbitMQ) -> None:
+        self.node = node
+        self.fresh: list[str] = []
+        self.used: list[str] = []
+        self.lock = threading.Lock()
+
+    def take(self) -> str:
+        with self.lock:
+            if not self.fresh:
+                made = [f"t-{uuid.uuid4().hex[:10]}" for _ in range(self.BATCH)]
+                self._eval(made, self.used)
+                self.fresh, self.used = made, []
+            name = self.fresh.pop()
+            self.used.append(name)
+            return name
+
+    def _eval(self, add: list[str], delete: list[str]) -> None:
+        def names(vhosts: list[str]) -> str:
+            return "[" + ",".join(f'<<"{v}">>' for v in vhosts) + "]"
+
+        who = '<<"giamsat-tests">>'
+        self.node.ctl("eval", (
+            f"[rabbit_vhost:delete(V, {who}) || V <- {names(delete)}], "
+            f"[begin ok = rabbit_vhost:add(V, {who}), "
+            f'ok = rabbit_auth_backend_internal:set_permissions(<<"guest">>, V, <<".*">>, '
+            f'<<".*">>, <<".*">>, {who}) end || V <- {names(add)}], ok.'))
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_vhosts(rabbitmq_node: EmbeddedRabbitMQ) -> VhostPool:
+    return VhostPool(rabbitmq_node)
 
 
 @pytest.fixture
-def rabbitmq(rabbitmq_node: EmbeddedRabbitMQ, unique_id: str) -> Iterator[RabbitVhost]:
-    """A fresh virtual host of this test's own on the session's RabbitMQ (deleted after)."""
-    name = f"t-{unique_id}"
-    rabbitmq_node.ctl("add_vhost", name)
-    rabbitmq_node.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    yield RabbitVhost(rabbitmq_node, name)
-    rabbitmq_node.ctl("delete_vhost", name)
+def rabbitmq(rabbitmq_node: EmbeddedRabbitMQ, rabbitmq_vhosts: VhostPool) -> RabbitVhost:
+    """A fresh virtual host of this test's own on the session's RabbitMQ (guest may do
+    anything in it; deleted with the next batch, see VhostPool)."""
+    return RabbitVhost(rabbitmq_node, rabbitmq_vhosts.take())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quick_password_hashes() -> Iterator[None]:
+    """argon2id at its cheapest in the test process (an injected cost, like an injected clock):
+    the service's profile (RFC 9106 low memory, ~50 ms a hash on a quiet core) costs whole
+    minutes of the suite's CPU in sign-ins and seeded officers. Hashes stay argon2id and are
+    verified by their own parameters; the service's processes the tests start keep the real
+    profile."""
+    from argon2 import PasswordHasher, Type
+
+    import api.officers
+
+    real = api.officers._HASHER
+    assert (real.time_cost, real.memory_cost, real.type) == (3, 65536, Type.ID), \
+        "the service's password hashing changed: check this fixture's premise"
+    api.officers._HASHER = PasswordHasher(time_cost=1, memory_cost=256, parallelism=1)
+    api.officers._dummy_hash.cache_clear()
+    yield
+    api.officers._HASHER = real
+    api.officers._dummy_hash.cache_clear()
 
 
 @pytest.fixture(scope="session")

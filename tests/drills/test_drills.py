@@ -167,10 +167,10 @@ def test_postgres_stopped_for_60_s_and_started_again():
 
 
 def test_100_000_fuzzed_payloads_are_each_dead_lettered():
-    """100,000 invalid messages (tests/drills/fuzz.py) over two QoS 1 connections at ~1,500/s:
+    """100,000 invalid messages (tests/drills/fuzz.py) over two QoS 1 connections at ~4,000/s:
     the worker stays up; one dead letter per message (per bad element of a batch), each with a
     reason from the bounded set; the rejected counter adds up to the same; nothing stored."""
-    n, rate, seed = 100_000, 1_500.0, 20_261_126
+    n, rate, seed = 100_000, 4_000.0, 20_261_126
     with Stack("fuzz") as stack, report_on_failure(stack):
         worker = stack.start_worker()
         made = sim.now_ms()

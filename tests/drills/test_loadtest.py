@@ -21,7 +21,9 @@ def test_loadtest_reports_a_run_the_service_kept_up_with():
              "--devices", "40", "--violators", "0.25", "--publishers", "1"],
             env=stack.env(), capture_output=True, text=True, timeout=180)
         out = run.stdout
-        assert run.returncode == 0, out + run.stderr
+        dead = stack.query("SELECT reason, left(detail, 200), topic, count(*) FROM dead_letters "
+                           "GROUP BY 1, 2, 3 ORDER BY 4 DESC LIMIT 10")
+        assert run.returncode == 0, f"{out}{run.stderr}\ndead letters: {dead}"
         assert "RESULT: the service kept up" in out
         published = int(re.search(r"\(([\d,]+) messages of 1 fix", out)[1].replace(",", ""))
         acked = int(re.search(r"([\d,]+) acknowledged by the broker", out)[1].replace(",", ""))

@@ -172,6 +172,10 @@ def test_a_second_up_on_one_data_dir_is_refused(tmp_path):
 
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "giamsat",
                               "up"])
+    # Popen returns once exec began; the new command line shows a moment later (under load)
+    from tests.ingest.helpers import wait_for
+
+    assert wait_for(lambda: b"giamsat" in Path(f"/proc/{other.pid}/cmdline").read_bytes(), 10)
     try:
         (tmp_path / UP_PID).write_text(f"{other.pid}\n")
         with pytest.raises(ServiceError, match=f"giamsat up \\(pid {other.pid}\\) already runs"):

@@ -105,6 +105,7 @@ def test_unacknowledged_messages_come_back_and_acknowledged_ones_do_not(
             == sorted(it.payload for it in items[60:]))
     assert consumer.ack(items[60:]) == 0  # items of the old connection are never acknowledged
     assert consumer.ack(redelivered) == 40
+    assert wait_for(lambda: not consumer.client.want_write(), 5)  # the PUBACKs went out
     consumer.disconnect()
     again = start(mqtt_broker, consumer_id)
     with pytest.raises(queue.Empty):
