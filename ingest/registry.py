@@ -117,6 +117,14 @@ class RegistryCache:
             self._loaded_at = now
         return self._snapshot
 
+    def recheck(self, conn: psycopg.Connection) -> RegistrySnapshot:
+        """The snapshot after a fingerprint check made now, whenever the last one was: a message
+        from a device the snapshot does not know may come from one registered since (its
+        registration committed before it published), and must not be dead-lettered for that."""
+        with self._lock:
+            self._checked_at = -1e18
+            return self._refresh(conn)
+
     def invalidate(self) -> None:
         """Force a fingerprint check on the next `get` (e.g. after a reconnect)."""
         self._checked_at = -1e18

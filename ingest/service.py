@@ -160,6 +160,13 @@ class IngestService:
         store = lane.ensure()
         snapshot = self.registry_cache.get(store.conn)
         decoded = decode_messages(items, registered=snapshot, limits=self.limits)
+        if any(r.reason == "unknown_device" for r in decoded.rejected):
+            # registered since the last check? One fingerprint query per such batch, then the
+            # batch is decoded again against what the registry holds now
+            fresh = self.registry_cache.recheck(store.conn)
+            if fresh is not snapshot:
+                snapshot = fresh
+                decoded = decode_messages(items, registered=snapshot, limits=self.limits)
         received_ms = min(it.received_ms for it in items)
         started = time.perf_counter()
         routes = self._new_routes(lane, items)

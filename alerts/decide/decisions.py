@@ -68,6 +68,7 @@ class Decider:
         self._conn: psycopg.Connection | None = None
         self._fence: Fence | None = None
         self.fingerprints: dict[str, str] = {}
+        self._absent: dict[str, int | None] = {}  # not in the registry at this stamp
         self.registry_version: int | None = None
         self.decided_batches = 0
         self.shards = max(1, int(getattr(settings, "workers", 1) or 1))
@@ -114,6 +115,7 @@ class Decider:
         now = self.clock_ms()
         transitions: list[Transition] = []
         if len(batch):
+            self._reload_for_newcomers(batch)
             transitions = _zone_transitions(self.fence.decide(
                 batch.supervisee_id, batch.ts, batch.lon, batch.lat, batch.acc))
             if self.fence.late and self.metrics is not None:
@@ -160,6 +162,18 @@ class Decider:
                 recovery.save_progress(self.conn, progress, now)
                 self._saved_progress = progress
         self.on_committed(changes)
+
+    def _reload_for_newcomers(self, batch: StoredBatch) -> None:
+        """A batch may carry the first fixes of supervisees registered since the last registry
+        poll: reload before deciding it, or those fixes would pass the fence undecided. Ids that
+        the registry did not hold at a reload wait for its stamp to move."""
+        fence, version = self.fence, self.registry_version
+        new = [s for s in set(batch.supervisees.values())
+               if s is not None and s not in fence.index and self._absent.get(s, -1) != version]
+        if not new:
+            return
+        self.reload()
+        self._absent.update((s, self.registry_version) for s in new if s not in fence.index)
 
     def reload(self) -> None:
         """Reload the supervisees whose zones, permits or sentence changed (incremental)."""

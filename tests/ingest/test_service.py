@@ -265,3 +265,20 @@ def test_a_device_answer_is_recorded_with_its_command(h: Harness) -> None:
                                     {"kind": "ack"}) == 1)
     assert [a.id for b in h.batches for a in b.acks] == [f"cmd-{h.uid}"]
     assert h.count("SELECT count(*) FROM dead_letters") == 0
+
+
+def test_a_device_registered_since_the_last_registry_check_is_stored(h: Harness) -> None:
+    svc = h.start()
+    now = m.now_ms()
+    h.publish(m.topic(h.devices[0], "fix"), m.encode(m.fix(seq=1, ts=now)))
+    assert wait_for(lambda: h.count("SELECT count(*) FROM fixes WHERE device_id = %s",
+                                    h.devices[0]) == 1)
+    svc.registry_cache.check_every_s = 3600.0  # the snapshot now counts as fresh for an hour
+    new = f"nw{h.uid}"
+    register_devices(h.db, [new], supervisee_id=f"sup-{h.uid}")  # committed before it publishes
+    h.publish(m.topic(new, "fix"), m.encode(m.fix(seq=1, ts=now + 1000)))
+    h.publish(f"em/v1/dev/nobody-{h.uid}/fix", m.encode(m.fix(seq=1, ts=now)))
+    assert wait_for(lambda: h.count("SELECT count(*) FROM dead_letters WHERE topic LIKE %s",
+                                    f"%nobody-{h.uid}%") == 1)
+    assert h.count("SELECT count(*) FROM fixes WHERE device_id = %s", new) == 1
+    assert h.count("SELECT count(*) FROM dead_letters WHERE topic LIKE %s", f"%{new}%") == 0

@@ -24,8 +24,8 @@ from giamsat.pipeline import AlertPipeline
 from ingest.records import Event, Heartbeat, StoredBatch
 from ingest.service import IngestService
 from simulators import messages as sim
-from tests.alerts.helpers import Publisher, history, offset
-from tests.pipeline.conftest import HOME, WallClock
+from tests.alerts.helpers import Publisher, history, offset, seed_registry
+from tests.pipeline.conftest import HOME, WallClock, add_zones
 
 pytestmark = pytest.mark.services
 
@@ -190,6 +190,20 @@ def test_registry_reload_when_version_changes(world, db_url, settings):
         assert stage.wait_idle(10)
         assert world.execute("SELECT type, zone_id FROM alerts").fetchall() == [
             ("zone_enter", "ban2")]
+    finally:
+        stage.stop()
+
+
+def test_a_supervisee_registered_since_the_last_poll_has_their_first_fixes_decided(
+        db, db_url, settings):
+    clock = WallClock()
+    stage = _stage(db_url, settings, clock)  # no scheduler: no registry poll will come
+    try:
+        seed_registry(db)  # SV1, DEV1 and their zones arrive after the stage loaded the registry
+        add_zones(db)
+        stage.on_stored(_batch([IN, OUT, OUT], clock() - 10_000))
+        assert stage.wait_idle(10)
+        assert db.execute("SELECT type, zone_id FROM alerts").fetchall() == [("zone_exit", "home")]
     finally:
         stage.stop()
 
