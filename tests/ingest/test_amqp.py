@@ -15,7 +15,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from embedded.services import EmbeddedRabbitMQ, free_port
-from ingest.amqp import AckWindow, connection_parameters, declare_topology, queue_name
+from ingest.amqp import (
+    AckWindow,
+    AmqpConsumer,
+    connection_parameters,
+    declare_topology,
+    queue_name,
+    wait_connected,
+)
 from ingest.records import StoredBatch
 from ingest.service import IngestService
 from simulators import messages as m
@@ -69,6 +76,40 @@ class Ingest:
 
     def __exit__(self, *exc: object) -> None:
         self.svc.stop(timeout_s=10)
+
+
+def test_deliveries_read_from_the_frames_arrive_whole_in_order_and_ack(
+        rabbitmq: RabbitVhost) -> None:
+    """The consumer reads deliveries from pika's frame buffer itself (FastDeliveries): a body
+    split over several frames (frame_max 128 KiB), an empty one and many small ones arrive
+    whole, in order, with their routing keys and delivery tags; acked, they leave the queue."""
+    declare(rabbitmq.amqp_url)
+    big = bytes(range(256)) * 1200  # 307,200 bytes: three body frames
+    bodies = [b'{"seq":%d}' % i for i in range(3000)]
+    bodies[10], bodies[20] = big, b""
+    conn = pika.BlockingConnection(connection_parameters(rabbitmq.amqp_url))
+    ch = conn.channel()
+    for i, body in enumerate(bodies):
+        ch.basic_publish("amq.topic", f"em.v1.dev.fr-{i % 7}.fix", body,
+                         pika.BasicProperties(delivery_mode=2))
+    conn.close()
+    consumer = AmqpConsumer(rabbitmq.amqp_url, prefetch=500)
+    consumer.start()
+    try:
+        assert wait_connected(consumer, 15)
+        items = []
+        while len(items) < len(bodies):
+            items.append(consumer.queue.get(timeout=15))
+            if len(items) % 250 == 0:
+                consumer.ack(items[-250:])  # prefetch 500: acks keep it flowing
+        assert [it[1] for it in items] == bodies
+        assert [it[0] for it in items] == [f"em/v1/dev/fr-{i % 7}/fix" for i in range(3000)]
+        assert [it[3] for it in items] == list(range(1, 3001))
+        assert consumer.routes == {f"em.v1.dev.fr-{k}.fix": 0 for k in range(7)}
+        assert consumer.active == {0}
+    finally:
+        consumer.disconnect()
+    assert wait_for(lambda: queue_depth(rabbitmq.amqp_url) == 0, 10)
 
 
 @pytest.fixture
