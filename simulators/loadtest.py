@@ -58,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settle", type=float, default=60.0,
                    help="longest wait for the service to store what was published (default 60 s)")
     p.add_argument("--mqtt-url", default=None, help="broker (default GIAMSAT_MQTT_URL or the "
-                   "embedded one)")
+                   "embedded one); several comma-separated (a cluster's nodes): the publishers' "
+                   "connections spread over them")
     p.add_argument("--database-url", default=None,
                    help="the service's database (default GIAMSAT_DATABASE_URL or the embedded one)")
     p.add_argument("--metrics-url", default=None,
@@ -291,7 +292,8 @@ def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
     import selectors
 
     rng = random.Random(plan.seed * 1000 + plan.index)
-    links = [_Link(plan.mqtt_url, f"giamsat-loadtest-{os.getpid()}-{k}")
+    urls = plan.mqtt_url.split(",")  # a cluster: the connections spread over its nodes
+    links = [_Link(urls[(plan.index + k) % len(urls)], f"giamsat-loadtest-{os.getpid()}-{k}")
              for k in range(max(1, plan.connections))]
     sel = selectors.DefaultSelector()  # epoll: a connection per device passes select's 1,024
     for x in links:
@@ -573,7 +575,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _drive(args, settings, conn, mqtt_url, metrics_url, homes) -> int:
     watch = AlertWatch()
-    watcher = watch.start(mqtt_url)
+    watcher = watch.start(mqtt_url.split(",")[0])
     decided0 = _metric(metrics_url, "giamsat_decide_fixes_total")
     out: mp.Queue = mp.get_context("spawn").Queue()
     ctx = mp.get_context("spawn")
