@@ -112,6 +112,30 @@ def test_deliveries_read_from_the_frames_arrive_whole_in_order_and_ack(
     assert wait_for(lambda: queue_depth(rabbitmq.amqp_url) == 0, 10)
 
 
+def test_changing_the_shard_count_routes_every_message_once(rabbitmq: RabbitVhost) -> None:
+    """One shard: its queue is bound to amq.topic directly; more: through the consistent-hash
+    exchange. Re-declaring with another count swaps the route: each device message then lands
+    in exactly one queue, none is dropped or doubled."""
+    declare(rabbitmq.amqp_url, 2)  # both queues exist (a smaller count leaves them bound)
+
+    def publish_and_count(shards: int) -> list[int]:
+        declare(rabbitmq.amqp_url, shards)
+        conn = pika.BlockingConnection(connection_parameters(rabbitmq.amqp_url))
+        ch = conn.channel()
+        for q in range(2):
+            ch.queue_purge(queue_name(q))
+        ch.confirm_delivery()
+        for i in range(200):
+            ch.basic_publish("amq.topic", f"em.v1.dev.sc-{i}.fix", b"{}", mandatory=True)
+        conn.close()
+        return [queue_depth(rabbitmq.amqp_url, q) for q in range(2)]
+
+    assert publish_and_count(1) == [200, 0]
+    two = publish_and_count(2)
+    assert sum(two) == 200 and min(two) > 0
+    assert publish_and_count(1) == [200, 0]
+
+
 @pytest.fixture
 def devices(db: psycopg.Connection, unique_id: str) -> list[str]:
     ids = [f"am{unique_id}-{i}" for i in range(4)]
