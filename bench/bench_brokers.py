@@ -60,8 +60,8 @@ def _ready(env: dict[str, str]) -> bool:
         return False
 
 
-def cluster(data: Path) -> list[EmbeddedRabbitMQ]:
-    """Three clustered RabbitMQ nodes with the service's queues (one shard) declared."""
+def cluster(data: Path, shards: int) -> list[EmbeddedRabbitMQ]:
+    """Three clustered RabbitMQ nodes with the service's queues declared."""
     ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
     names = tuple(node_name(m) for m, _, _ in ports)
     nodes = [EmbeddedRabbitMQ(data / f"rabbit{i}", m, a, dist_port=d, cluster_nodes=names)
@@ -77,7 +77,7 @@ def cluster(data: Path) -> list[EmbeddedRabbitMQ]:
             raise SystemExit("the three RabbitMQ nodes did not form a cluster")
         time.sleep(1)
     with pika.BlockingConnection(connection_parameters(_amqp(nodes[0]))) as conn:
-        declare_topology(conn.channel(), 1)  # after the join: a replica on each node
+        declare_topology(conn.channel(), shards)  # after the join: a replica on each node
     return nodes
 
 
@@ -94,8 +94,9 @@ def run_one(broker: str, args: argparse.Namespace) -> tuple[str, dict[str, float
     processes (under this bench: the service, the broker, the load test) used during it."""
     data = Path(tempfile.mkdtemp(prefix=f"giamsat-bench-{broker}-"))
     data.chmod(0o755)
-    nodes = cluster(data) if broker == "rabbitmq3" else []
+    nodes = cluster(data, args.shards) if broker == "rabbitmq3" else []
     env = _env(data, "rabbitmq" if nodes else broker)
+    env["GIAMSAT_WORKERS"] = str(args.shards)  # `up` runs one worker: it reads every shard
     extra: list[str] = []
     if nodes:
         env.update(GIAMSAT_MQTT_URL=_mqtt(nodes[0]),
@@ -167,6 +168,8 @@ def main() -> None:
                    help="MQTT connections per publisher process (default 100: 2,000 devices "
                         "over 200 connections, 10 each; RabbitMQ caches a connection's last "
                         "12 topic permission checks, and a real device publishes one topic)")
+    p.add_argument("--shards", type=int, default=1,
+                   help="GIAMSAT_WORKERS: quorum queues (RabbitMQ); `up`'s one worker reads all")
     p.add_argument("--brokers", default="rabbitmq,mosquitto",
                    help="comma-separated: rabbitmq (embedded node), mosquitto, rabbitmq3 "
                         "(three-node cluster)")

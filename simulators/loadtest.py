@@ -279,6 +279,19 @@ class _Link:
         self.sock.close()
 
 
+def _connect(url: str, client_id: str, attempts: int = 10) -> _Link:
+    """A connection, retried as a device would: a RabbitMQ cluster node answers "server
+    unavailable" while its client-id registry (a Raft cluster) is busy."""
+    for attempt in range(attempts):
+        try:
+            return _Link(url, client_id)
+        except (ConnectionError, OSError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(min(5.0, 0.5 * 2 ** attempt))
+    raise AssertionError("unreachable")
+
+
 def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
     """Publish this publisher's share of the fleet until duration or max_messages.
 
@@ -293,7 +306,7 @@ def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
 
     rng = random.Random(plan.seed * 1000 + plan.index)
     urls = plan.mqtt_url.split(",")  # a cluster: the connections spread over its nodes
-    links = [_Link(urls[(plan.index + k) % len(urls)], f"giamsat-loadtest-{os.getpid()}-{k}")
+    links = [_connect(urls[(plan.index + k) % len(urls)], f"giamsat-loadtest-{os.getpid()}-{k}")
              for k in range(max(1, plan.connections))]
     sel = selectors.DefaultSelector()  # epoll: a connection per device passes select's 1,024
     for x in links:
