@@ -120,8 +120,8 @@ def run_one(broker: str, args: argparse.Namespace) -> tuple[str, dict[str, float
                        capture_output=True, text=True)
         time.sleep(args.warmup)
         cpu0, ru0 = cpu_by_group({os.getpid()}), resource.getrusage(resource.RUSAGE_CHILDREN)
-        res = subprocess.run([*cmd, "--rate", str(args.rate), "--duration", str(args.duration)],
-                             env=env, cwd=REPO, capture_output=True, text=True)
+        res = subprocess.run([*cmd, "--rate", str(args.rate), "--duration", str(args.duration),
+                              "--no-register"], env=env, cwd=REPO, capture_output=True, text=True)
         cpu1, ru1 = cpu_by_group({os.getpid()}), resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = {g: cpu1[g] - cpu0.get(g, 0.0) for g in cpu1}
         # the load test and its publishers have exited: their CPU is in our children's usage

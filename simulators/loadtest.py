@@ -65,6 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-url", default=None,
                    help="the service's /metrics (default http://GIAMSAT_HTTP/metrics)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--no-register", action="store_true",
+                   help="do not (re-)import the load-test fleet: an earlier run registered it")
 
 
 # --- the fleet ---------------------------------------------------------------------------------
@@ -316,6 +318,7 @@ def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
     seqs = dict.fromkeys(devices, int(time.time()))  # restarts of the test get new seq values
     sent = fixes = 0
     start = time.monotonic()
+    out.put(("started", plan.index, time.time()))  # connected: the measured time begins
     next_report = start + 1.0
     violating_times: dict[str, list[float]] = {}
     dirty: dict[int, _Link] = {}
@@ -360,6 +363,7 @@ def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
         if now >= next_report:
             out.put(("progress", plan.index, sent, fixes, sum(x.acked for x in links)))
             next_report = now + 1.0
+    ended = time.time()
     deadline = time.monotonic() + 30
     while any(x.acked < x.sent for x in links) and time.monotonic() < deadline:
         for key, _ in sel.select(0.05):
@@ -369,7 +373,7 @@ def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
     sel.close()
     cpu = os.times()
     out.put(("done", plan.index, sent, fixes, sum(x.acked for x in links), violating_times,
-             cpu.user + cpu.system))
+             cpu.user + cpu.system, ended))
 
 
 # --- measuring ---------------------------------------------------------------------------------
@@ -581,8 +585,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     mqtt_url, db_url, metrics_url = _urls(args, settings)
     homes = fleet_homes(args.devices, args.seed)
     with psycopg.connect(db_url, autocommit=True) as conn:
-        _register(conn, homes)
-        time.sleep(3.0)  # let the worker reload the registry
+        if not args.no_register:
+            _register(conn, homes)
+            time.sleep(3.0)  # let the worker reload the registry
         return _drive(args, settings, conn, mqtt_url, metrics_url, homes)
 
 
@@ -599,8 +604,11 @@ def _drive(args, settings, conn, mqtt_url, metrics_url, homes) -> int:
     t0 = time.time()
     for proc in procs:
         proc.start()
-    results, progress = _collect(out, procs, conn, t0, args)
-    t_pub_end = time.time()
+    results, progress, started = _collect(out, procs, conn, t0, args)
+    # the publishers' own start (connected) and end (last publish, before waiting for the
+    # last PUBACKs): process start-up is not publishing time
+    t_start = min(started, default=t0)
+    t_pub_end = max((r[7] for r in results), default=time.time())
     sent = sum(r[2] for r in results)
     fixes = sum(r[3] for r in results)
     acked = sum(r[4] for r in results)
@@ -615,13 +623,15 @@ def _drive(args, settings, conn, mqtt_url, metrics_url, homes) -> int:
     watcher.loop_stop()  # type: ignore[attr-defined]
     lat = _latencies(watch, violating, settings.confirm_fixes)
     _report_cpu(cpu0, cpu1, t_caught_up - t0, stored, sum(r[6] for r in results))
-    return _report(args, sent, fixes, acked, stored, stored_at_end, t0, t_pub_end, t_caught_up,
+    return _report(args, sent, fixes, acked, stored, stored_at_end, t_start, t_pub_end,
+                   t_caught_up,
                    lat, len(violating), _count_dead(conn, t0 - 1), decided0, decided1, progress)
 
 
 def _collect(out: mp.Queue, procs: list, conn: psycopg.Connection, t0: float,
-             args: argparse.Namespace) -> tuple[list, list]:
+             args: argparse.Namespace) -> tuple[list, list, list[float]]:
     latest: dict[int, tuple] = {}
+    started: list[float] = []
     results: list = []
     samples: list[tuple[float, int]] = []
     next_count = time.time() + 2.0
@@ -632,7 +642,9 @@ def _collect(out: mp.Queue, procs: list, conn: psycopg.Connection, t0: float,
             if not any(p.is_alive() for p in procs):
                 break
             msg = None
-        if msg and msg[0] == "progress":
+        if msg and msg[0] == "started":
+            started.append(msg[2])
+        elif msg and msg[0] == "progress":
             latest[msg[1]] = msg
         elif msg and msg[0] == "done":
             results.append(msg)
@@ -651,7 +663,7 @@ def _collect(out: mp.Queue, procs: list, conn: psycopg.Connection, t0: float,
         print()
     for p in procs:
         p.join(5)
-    return results, samples
+    return results, samples, started
 
 
 def _settle(conn: psycopg.Connection, t0: float, expected: int, limit_s: float) -> tuple[int, float]:
