@@ -159,7 +159,8 @@ class FastDeliveries:
     body frames is read with ``struct`` and handed to ``on_delivery(consumer_tag,
     delivery_tag, routing_key, body)`` at once. Every other frame (and a delivery on another
     channel) goes to pika as before, in order; a delivery whose frames have not all arrived
-    waits in the buffer. Heartbeats are unaffected (pika counts bytes, not frames).
+    waits in the buffer. The bytes read here are added to pika's count of bytes received,
+    which its heartbeat check watches (a stream of deliveries is a live connection).
     """
 
     def __init__(self, conn: pika.BlockingConnection, channel: BlockingChannel,
@@ -193,6 +194,7 @@ class FastDeliveries:
                 impl._process_frame(frame_value)
         finally:
             impl._frame_buffer = buf[pos:]
+            impl.bytes_received += pos  # as pika counts them: its heartbeat check watches it
 
     def _delivery(self, buf: bytes, at: int, end: int, size: int) -> int:
         """Hand on the delivery whose method arguments start at ``at`` (its frame ends at

@@ -6,6 +6,8 @@ the broker kill -9 drill runs a node of its own."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,6 +112,48 @@ def test_deliveries_read_from_the_frames_arrive_whole_in_order_and_ack(
     finally:
         consumer.disconnect()
     assert wait_for(lambda: queue_depth(rabbitmq.amqp_url) == 0, 10)
+
+
+def test_a_stream_of_deliveries_keeps_the_connection_alive(rabbitmq: RabbitVhost) -> None:
+    """While deliveries stream in, the broker sends no heartbeat frames: pika's heartbeat check
+    must still see data arriving (FastDeliveries counts the bytes it reads), or it would drop
+    the connection as dead after two heartbeat intervals."""
+    declare(rabbitmq.amqp_url)
+    consumer = AmqpConsumer(rabbitmq.amqp_url, prefetch=1000)
+    for params in consumer.nodes:
+        params.heartbeat = 2  # pika checks every 2 + 5 s
+    consumer.start()
+    stop = threading.Event()
+
+    def publish() -> None:
+        conn = pika.BlockingConnection(connection_parameters(rabbitmq.amqp_url))
+        ch = conn.channel()
+        while not stop.is_set():
+            for i in range(20):
+                ch.basic_publish("amq.topic", f"em.v1.dev.hb-{i}.fix", b"{}")
+            conn.sleep(0.01)
+        conn.close()
+
+    publisher = threading.Thread(target=publish)
+    try:
+        assert wait_connected(consumer, 15)
+        generation = consumer._generation
+        publisher.start()
+        got = 0
+        deadline = time.monotonic() + 17
+        while time.monotonic() < deadline:
+            items = [consumer.queue.get(timeout=5)]
+            while not consumer.queue.empty():
+                items.append(consumer.queue.get_nowait())
+            consumer.ack(items)
+            got += len(items)
+        assert got > 5000
+        assert consumer._generation == generation, "the connection was dropped and reopened"
+    finally:
+        stop.set()
+        if publisher.is_alive():
+            publisher.join(10)
+        consumer.disconnect()
 
 
 def test_changing_the_shard_count_routes_every_message_once(rabbitmq: RabbitVhost) -> None:
