@@ -12,13 +12,16 @@ The functions that write run in the caller's transaction when one is open (psyco
 from __future__ import annotations
 
 import functools
+import json
 import re
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from psycopg.types.json import Jsonb
 
 ROLES = ("commune", "province", "admin")
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
@@ -224,3 +227,66 @@ def ensure_admin(conn: psycopg.Connection, password: str | None) -> str | None:
             return None
         raise
     return password
+
+
+def create_demo_officers(conn: psycopg.Connection, doc: dict,
+                         data_dir: Path) -> list[tuple[str, str, str]]:
+    """Create the officer of each demo unit (``giamsat up --demo``; a commune's is its chief,
+    who signs the monthly assessment) that has none yet; return (username, password shown,
+    unit). Every start does it again and changes nothing users did since: an existing officer
+    keeps their password; the one shown is the one the demo gave, or says that it was changed
+    since (``giamsat officer reset-password`` sets a new one)."""
+    store = data_dir / "demo-officers.json"
+    known: dict[str, str] = json.loads(store.read_text()) if store.exists() else {}
+    out = []
+    for unit in doc["units"]:
+        user = unit["code"].lower()
+        role = "commune" if unit.get("parent") else "province"
+        password = known.get(user) or secrets.token_urlsafe(9)
+        try:
+            create_officer(conn, user, password, role, unit["code"],
+                           display_name=f"Cán bộ trực {unit['name']}", chief=role == "commune")
+        except OfficerError as exc:
+            if not exc.conflict:
+                raise
+            if user not in known or not password_matches(conn, user, known[user]):
+                out.append((user, "(changed since)", unit["code"]))
+                continue
+        known[user] = password
+        out.append((user, password, unit["code"]))
+    conn.commit()
+    store.write_text(json.dumps(known, indent=1))
+    store.chmod(0o600)
+    return out
+
+
+def admin_action(conn: psycopg.Connection, action: str, username: str | None, actor: str,
+                 password: str | None = None, *, show_password: bool = True) -> str:
+    """``giamsat officer``'s actions from the machine (``list``, ``reset-password``, ``enable``,
+    ``disable``), each change audited as ``actor`` in one transaction; the line to print.
+    Raise OfficerError or LookupError."""
+    if action == "list":
+        rows = conn.execute("SELECT username, role, coalesce(unit, '-'), active "
+                            "FROM officers ORDER BY username").fetchall()
+        return "\n".join(f"{u:<24} {r:<9} {n:<12} {'active' if a else 'disabled'}"
+                         for u, r, n, a in rows)
+    assert username is not None
+    if get_officer(conn, username) is None:
+        raise LookupError(f"no officer {username!r}")
+    with conn.transaction():
+        if action == "reset-password":
+            assert password is not None
+            update_officer(conn, username, password=password)
+            _audit(conn, actor, "officer.reset_password", username, {})
+            shown = f": {password}" if show_password else ""
+            return f"new password for {username}{shown} (signed out everywhere)"
+        active = action == "enable"
+        update_officer(conn, username, active=active)
+        _audit(conn, actor, f"officer.{action}", username, {"active": active})
+    return f"{username} {'enabled' if active else 'disabled'}"
+
+
+def _audit(conn: psycopg.Connection, actor: str, action: str, username: str,
+           params: dict) -> None:
+    conn.execute("INSERT INTO audit_log (at, actor, action, subject, params) "
+                 "VALUES (now(), %s, %s, %s, %s)", (actor, action, username, Jsonb(params)))

@@ -42,6 +42,7 @@ import orjson  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 from scratch import scratch_services  # noqa: E402  (bench/scratch.py, beside this script)
 
+from protocol import ALERT_TOPICS_ALL, device_topic  # noqa: E402
 from schema import connect  # noqa: E402
 
 UNIT, PROVINCE = "CAX-BENCH", "PC10-BENCH"
@@ -169,7 +170,7 @@ def run_load(mqtt_url: str, n: int, rate: float, duration: float, seed: int) -> 
     hs = homes(n, seed)
     rng = np.random.default_rng(seed + 7)
     seq = np.zeros(n, dtype=np.int64)
-    topics = [f"em/v1/dev/{LOAD_DEV.format(i)}/fix" for i in range(n)]
+    topics = [device_topic(LOAD_DEV.format(i), "fix") for i in range(n)]
     tick = 0.01
     per_tick = rate * tick
     start = time.monotonic()
@@ -217,7 +218,7 @@ class Probe:
         self.sub = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{os.getpid()}"
         )
-        self.sub.on_connect = lambda cl, u, f, rc, pr: cl.subscribe("em/v1/alerts/#", qos=1)
+        self.sub.on_connect = lambda cl, u, f, rc, pr: cl.subscribe(ALERT_TOPICS_ALL, qos=1)
         self.sub.on_subscribe = lambda *a: ready.set()
         self.sub.on_message = self._on_alert
         self.sub.connect(host, port)
@@ -252,7 +253,7 @@ class Probe:
         )
         with self._lock:
             self.sent_at[sid] = time.perf_counter()
-        self.pub.publish(f"em/v1/dev/{PROBE_DEV.format(i)}/fix", body, qos=1)
+        self.pub.publish(device_topic(PROBE_DEV.format(i), "fix"), body, qos=1)
 
     def close(self) -> None:
         for c in (self.pub, self.sub):

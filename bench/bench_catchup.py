@@ -33,6 +33,7 @@ from bench_ingest import Publishers  # noqa: E402  (beside this script)
 from scratch import scratch_services  # noqa: E402
 
 from embedded.services import free_port  # noqa: E402
+from protocol import device_topic  # noqa: E402
 from registry.document import import_document  # noqa: E402
 from schema import connect  # noqa: E402
 from simulators import messages as sim  # noqa: E402
@@ -86,7 +87,7 @@ def outage_fixes(end_ms: int, devices: int, interval_s: int, down_s: int, leaver
             away = d < leavers and k >= steps // 2
             lat = sim.DEFAULT_LAT + (OUT_NORTH_DEG if away else 1e-4 * (d % 50))
             body = {"seq": k, "ts": ts + d, "lat": lat, "lon": sim.DEFAULT_LON, "acc": 8.0}
-            out.append((f"em/v1/dev/{DEVICE.format(d)}/fix", orjson.dumps(body)))
+            out.append((device_topic(DEVICE.format(d), "fix"), orjson.dumps(body)))
     return out
 
 

@@ -43,6 +43,7 @@ from scratch import scratch_services  # noqa: E402  (bench/scratch.py, beside th
 
 from config.mqtt import PUBLISH_WINDOW  # noqa: E402
 from embedded.services import free_port  # noqa: E402
+from protocol import device_topic  # noqa: E402
 from schema import connect  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -211,7 +212,7 @@ def _payloads(
                 }
             )
         body = fixes[0] if per_msg == 1 else {"fixes": fixes}
-        out.append((f"em/v1/dev/{DEVICE.format(dev)}/fix", orjson.dumps(body)))
+        out.append((device_topic(DEVICE.format(dev), "fix"), orjson.dumps(body)))
     return out
 
 

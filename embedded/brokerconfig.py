@@ -48,7 +48,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from protocol import DEVICE_ID_RE  # contract §1; also keeps %u free of + # /
+from protocol import (  # contract §1; the device-id rule also keeps %u free of + # /
+    ALERT_TOPICS_ALL,
+    DEVICE_ID_RE,
+    DEVICE_TOPICS_ALL,
+    DOWNLINK_KINDS,
+    OWNTRACKS_ALL,
+    UPLINK_KINDS,
+    device_filter,
+    owntracks_names,
+    owntracks_topic,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -186,50 +196,36 @@ def auth_lines(password_file: Path, acl_file: Path, service_port: int | None = N
 
 
 def _owntracks_topics(device_id: str) -> list[str]:
-    """OwnTracks bases ``owntracks/{user}/{device}`` that name this device (contract §1).
-
-    The service accepts ``owntracks/U/D`` as device ``U-D``; an id with several hyphens has
-    several such splits, and each of them names this device and no other.
-    """
-    out = []
-    for i, ch in enumerate(device_id):
-        user, dev = device_id[:i], device_id[i + 1:]
-        if ch == "-" and user and dev:
-            out.append(f"owntracks/{user}/{dev}")
-    return out
+    """OwnTracks bases ``owntracks/{user}/{device}`` that name this device (contract §1)."""
+    return [owntracks_topic(user, dev) for user, dev in owntracks_names(device_id)]
 
 
+_CMD = DOWNLINK_KINDS[0]
 _ACL_HEAD = (
     "# giamsat broker ACL, written by `giamsat broker-config` from the device registry.",
     "# Do not edit: it is rewritten on every run. Contract §1.",
     "# No topic lines before the first `user` line: anonymous clients get nothing.",
     "",
     "# Every device (user = device id): publish its own messages, read its own commands.",
-    "pattern write em/v1/dev/%u/fix",
-    "pattern write em/v1/dev/%u/hb",
-    "pattern write em/v1/dev/%u/evt",
-    "pattern write em/v1/dev/%u/ack",
-    "pattern read em/v1/dev/%u/cmd",
+    *(f"pattern write {device_filter(kind, '%u')}" for kind in UPLINK_KINDS),
+    f"pattern read {device_filter(_CMD, '%u')}",
 )
 _ACL_SERVICE = (
     "# The service: reads every device and OwnTracks client, sends commands, publishes and",
     "# reads alerts (the load test measures fix-to-alert latency), reads broker statistics.",
-    "topic read em/v1/dev/+/#",
-    "topic read owntracks/#",
-    "topic write em/v1/dev/+/cmd",
-    "topic readwrite em/v1/alerts/#",
+    f"topic read {DEVICE_TOPICS_ALL}",
+    f"topic read {OWNTRACKS_ALL}",
+    f"topic write {device_filter(_CMD)}",
+    f"topic readwrite {ALERT_TOPICS_ALL}",
     "topic read $SYS/#",
 )
 _ACL_SIMULATOR = (
     "# The fleet simulator / load generator (test setups only): publishes as any device,",
     "# reads their commands and the alerts it provokes.",
-    "topic write em/v1/dev/+/fix",
-    "topic write em/v1/dev/+/hb",
-    "topic write em/v1/dev/+/evt",
-    "topic write em/v1/dev/+/ack",
-    "topic read em/v1/dev/+/cmd",
-    "topic write owntracks/#",
-    "topic read em/v1/alerts/#",
+    *(f"topic write {device_filter(kind)}" for kind in UPLINK_KINDS),
+    f"topic read {device_filter(_CMD)}",
+    f"topic write {OWNTRACKS_ALL}",
+    f"topic read {ALERT_TOPICS_ALL}",
 )
 
 
@@ -560,4 +556,16 @@ def embedded_amqp_url(settings: Settings) -> str | None:
     return auth.service.amqp_url("127.0.0.1", settings.embedded_amqp_port)
 
 
-# --- giamsat broker-config ------------------------------------------------------------------
+def service_mqtt_url(settings: Settings) -> str:
+    """The service's broker URL: ``GIAMSAT_MQTT_URL``, else the embedded broker's service login
+    (the worker ingests with it, the API publishes commands with it)."""
+    if settings.mqtt_url:
+        return settings.mqtt_url
+    return embedded_login_url(settings, "service")
+
+
+def service_amqp_url(settings: Settings) -> str | None:
+    """AMQP ingest: the configured RabbitMQ, or the embedded one when no broker is configured."""
+    if settings.amqp_url or settings.mqtt_url:
+        return settings.amqp_url
+    return embedded_amqp_url(settings)

@@ -37,13 +37,32 @@ from pathlib import Path
 from typing import Any
 
 from ingest.amqp import BINDINGS, EXCHANGE, QUEUE_ARGUMENTS, SOURCE_EXCHANGE, queue_name
+from protocol import (
+    ALERT_TOPIC_PREFIX,
+    DEVICE_TOPIC_PREFIX,
+    OWNTRACKS_PREFIX,
+    UPLINK_KINDS,
+    owntracks_names,
+    owntracks_topic,
+)
 
 VHOST = "/"
 HASHING = "rabbit_password_hashing_sha256"
 DEVICE_TAG = "giamsat-device"
 SERVICE_TAG = "giamsat-service"
 SIMULATOR_TAG = "giamsat-simulator"
-_DEV = r"em\.v1\.dev"
+
+
+def _key(topic: str) -> str:
+    """A topic (prefix) as a regex over routing keys (RabbitMQ's MQTT plugin turns / into .;
+    device ids and our prefixes hold no other regex metacharacter)."""
+    return topic.replace("/", r"\.")
+
+
+_DEV = _key(DEVICE_TOPIC_PREFIX)  # em\.v1\.dev
+_ALERTS = _key(ALERT_TOPIC_PREFIX) + r"\..+"
+_OWNTRACKS = _key(OWNTRACKS_PREFIX)
+_UPLINK = f"({'|'.join(UPLINK_KINDS)})"
 
 
 def rabbitmq_hash(password: str, salt: bytes | None = None) -> str:
@@ -63,8 +82,7 @@ def verify_rabbitmq_hash(password: str, encoded: str) -> bool:
 
 def _owntracks(device_id: str) -> list[str]:
     """OwnTracks routing-key bases ``owntracks.U.D`` naming this device (user-device split)."""
-    return [f"owntracks\\.{device_id[:i]}\\.{device_id[i + 1:]}"
-            for i, ch in enumerate(device_id) if ch == "-" and 0 < i < len(device_id) - 1]
+    return [_key(owntracks_topic(user, dev)) for user, dev in owntracks_names(device_id)]
 
 
 def device_grants(device_id: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -76,7 +94,7 @@ def device_grants(device_id: str) -> tuple[dict[str, str], dict[str, str]]:
     resources = {"configure": f"^{own_queues}$",
                  "write": f"^(amq\\.topic|{own_queues})$",
                  "read": f"^(amq\\.topic|{own_queues})$"}
-    write = [f"{_DEV}\\.{{username}}\\.(fix|hb|evt|ack)"]
+    write = [f"{_DEV}\\.{{username}}\\.{_UPLINK}"]
     read = [f"{_DEV}\\.{{username}}\\.cmd"]
     for base in _owntracks(device_id):
         write.append(f"{base}(\\..+)?")
@@ -90,14 +108,14 @@ SERVICE_RESOURCES = {
     "write": r"^(giamsat\..*|amq\.topic|mqtt-subscription-.*)$",
     "read": r"^(giamsat\..*|amq\.topic|mqtt-subscription-.*)$",
 }
-SERVICE_TOPICS = {"write": rf"^({_DEV}\.[^.]+\.cmd|em\.v1\.alerts\..+)$", "read": ".*"}
+SERVICE_TOPICS = {"write": rf"^({_DEV}\.[^.]+\.cmd|{_ALERTS})$", "read": ".*"}
 SIMULATOR_RESOURCES = {
     "configure": r"^mqtt-subscription-.*$",
     "write": r"^(amq\.topic|mqtt-subscription-.*)$",
     "read": r"^(amq\.topic|mqtt-subscription-.*)$",
 }
-SIMULATOR_TOPICS = {"write": rf"^({_DEV}\.[^.]+\.(fix|hb|evt|ack)|owntracks\..+)$",
-                    "read": rf"^({_DEV}\.[^.]+\.cmd|em\.v1\.alerts\..+)$"}
+SIMULATOR_TOPICS = {"write": rf"^({_DEV}\.[^.]+\.{_UPLINK}|{_OWNTRACKS}\..+)$",
+                    "read": rf"^({_DEV}\.[^.]+\.cmd|{_ALERTS})$"}
 
 
 def topology(shards: int) -> dict[str, list[dict[str, Any]]]:

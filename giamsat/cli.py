@@ -9,8 +9,8 @@ import argparse
 import sys
 
 from config import Settings
+from embedded.supervisor import die_with_supervisor
 from giamsat.logs import setup_logging
-from giamsat.supervisor import die_with_supervisor
 
 
 def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
@@ -21,7 +21,7 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
-    from giamsat.app import open_database
+    from embedded.database import open_database
     from registry.document import ImportError_, import_file
 
     with open_database(settings) as conn:
@@ -39,7 +39,7 @@ def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from giamsat.app import open_database
+    from embedded.database import open_database
 
     with open_database(settings):
         pass  # open_database applies pending migrations
@@ -48,7 +48,7 @@ def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
-    from giamsat.app import open_database
+    from embedded.database import open_database
     from schema import apply_retention
 
     with open_database(settings) as conn:
@@ -90,7 +90,7 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     import orjson
 
     from alerts.decide.replay import parse_proposal, parse_time, replay
-    from giamsat.app import open_database
+    from embedded.database import open_database
 
     try:
         start, end = parse_time(_int_or(args.start), "--from"), parse_time(_int_or(args.end), "--to")
@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_optional(sub, "loadtest", "simulators.loadtest",
                   "drive the running service and print sustained fixes/s and alert latency")
-    _add_optional(sub, "broker-config", "giamsat.brokercmd",
+    _add_optional(sub, "broker-config", "embedded.brokercmd",
                   "write the broker's users and permissions (Mosquitto password file and ACL, "
                   "RabbitMQ definitions) from the device registry")
     _add_optional(sub, "officer", "giamsat.officercmd",

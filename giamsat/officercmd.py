@@ -13,13 +13,9 @@ import secrets
 import sys
 from typing import TYPE_CHECKING
 
-from psycopg.types.json import Jsonb
-
-from api.officers import OfficerError, get_officer, update_officer
+from api.officers import OfficerError, admin_action
 
 if TYPE_CHECKING:
-    import psycopg
-
     from config import Settings
 
 
@@ -46,46 +42,21 @@ def _actor() -> str:
         return "giamsat-cli"
 
 
-def _audit(conn: psycopg.Connection, action: str, username: str, params: dict) -> None:
-    conn.execute("INSERT INTO audit_log (at, actor, action, subject, params) "
-                 "VALUES (now(), %s, %s, %s, %s)", (_actor(), action, username, Jsonb(params)))
-
-
 def _new_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
     return secrets.token_urlsafe(12)
 
 
-def change(conn: psycopg.Connection, args: argparse.Namespace) -> str:
-    """Apply one action in a transaction; the line to print. Raise OfficerError or LookupError."""
-    if args.action == "list":
-        rows = conn.execute("SELECT username, role, coalesce(unit, '-'), active "
-                            "FROM officers ORDER BY username").fetchall()
-        return "\n".join(f"{u:<24} {r:<9} {n:<12} {'active' if a else 'disabled'}"
-                         for u, r, n, a in rows)
-    if get_officer(conn, args.username) is None:
-        raise LookupError(f"no officer {args.username!r}")
-    with conn.transaction():
-        if args.action == "reset-password":
-            password = _new_password(args)
-            update_officer(conn, args.username, password=password)
-            _audit(conn, "officer.reset_password", args.username, {})
-            shown = "" if args.password_stdin else f": {password}"
-            return f"new password for {args.username}{shown} (signed out everywhere)"
-        active = args.action == "enable"
-        update_officer(conn, args.username, active=active)
-        _audit(conn, f"officer.{args.action}", args.username, {"active": active})
-    return f"{args.username} {'enabled' if active else 'disabled'}"
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """``giamsat officer ...``: 0 on success, 1 with a message otherwise."""
-    from giamsat.app import open_database
+    from embedded.database import open_database
 
     with open_database(settings) as conn:
         try:
-            print(change(conn, args))
+            password = _new_password(args) if args.action == "reset-password" else None
+            print(admin_action(conn, args.action, getattr(args, "username", None), _actor(),
+                               password, show_password=not getattr(args, "password_stdin", False)))
         except LookupError as exc:
             print(f"giamsat officer: {exc.args[0]}", file=sys.stderr)
             return 1

@@ -13,29 +13,11 @@ import threading
 from prometheus_client import CollectorRegistry, start_http_server
 
 from config import Settings
+from embedded.brokerconfig import service_amqp_url, service_mqtt_url
 from giamsat.observe import HEALTH_FILE, write_health
 from giamsat.pipeline import AlertPipeline
 
 log = logging.getLogger("giamsat.worker")
-
-
-def service_mqtt_url(settings: Settings) -> str:
-    """The service's broker URL: ``GIAMSAT_MQTT_URL``, else the embedded broker's service login
-    (the worker ingests with it, the API publishes commands with it)."""
-    if settings.mqtt_url:
-        return settings.mqtt_url
-    from embedded.brokerconfig import embedded_login_url
-
-    return embedded_login_url(settings, "service")
-
-
-def _amqp_url(settings: Settings) -> str | None:
-    """AMQP ingest: the configured RabbitMQ, or the embedded one when no broker is configured."""
-    if settings.amqp_url or settings.mqtt_url:
-        return settings.amqp_url
-    from embedded.brokerconfig import embedded_amqp_url
-
-    return embedded_amqp_url(settings)
 
 
 def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
@@ -49,7 +31,7 @@ def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
 
 def run_worker(settings: Settings) -> int:
     """Run the pipeline until SIGTERM or SIGINT; drain it, then exit 0."""
-    from giamsat.app import database_url
+    from embedded.database import database_url
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -60,7 +42,7 @@ def run_worker(settings: Settings) -> int:
     health = settings.data_dir / HEALTH_FILE
     with database_url(settings) as db_url:
         pipeline = AlertPipeline(settings, db_url, service_mqtt_url(settings), registry=registry,
-                                 amqp_url=_amqp_url(settings))
+                                 amqp_url=service_amqp_url(settings))
         pipeline.start()
         log.info("pipeline worker running")
         try:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import queue
 import struct
 import threading
 import time
@@ -40,7 +39,9 @@ import pika.exceptions
 import pika.frame
 from pika.adapters.blocking_connection import BlockingChannel
 
-from ingest.consumer import Item, put_waiting, wall_clock_ms
+from ingest.consumer import MessageQueue, put_waiting, wall_clock_ms
+from ingest.records import Received
+from protocol import parse_uplink_topic
 
 log = logging.getLogger("giamsat.ingest")
 logging.getLogger("pika").setLevel(logging.WARNING)  # it logs every connection step at INFO
@@ -114,12 +115,11 @@ def declare_topology(channel: BlockingChannel, shards: int) -> None:
 
 def route_of(topic: str) -> tuple[str, str] | None:
     """(device id, kind) of a device topic (MQTT form), OwnTracks as kind ``fix``."""
-    parts = topic.split("/")
-    if len(parts) == 5 and parts[:3] == ["em", "v1", "dev"]:
-        return parts[3], parts[4]
-    if len(parts) == 3 and parts[0] == "owntracks":
-        return f"{parts[1]}-{parts[2]}", "fix"
-    return None
+    route = parse_uplink_topic(topic)
+    if isinstance(route, str):
+        return None
+    kind, device_id = route
+    return device_id, "fix" if kind == "owntracks" else kind
 
 
 def mqtt_topic(routing_key: str) -> str:
@@ -235,7 +235,7 @@ class FastDeliveries:
 
 
 class AmqpConsumer:
-    """Reads the shard queues into a bounded queue of ``Item``s (same shape as the MQTT
+    """Reads the shard queues into a bounded queue of ``Received`` items (as the MQTT
     consumer's, so the writers and the rest of ingest are unchanged).
 
     ``on_activate(shard)`` runs (on the AMQP thread) when the first message of a shard arrives
@@ -254,7 +254,7 @@ class AmqpConsumer:
         self.worker_index = worker_index % self.shards
         self.prefetch = max(1, min(prefetch, queue_max or prefetch, 65535))
         self.standby_delay_s = standby_delay_s
-        self.queue: queue.Queue[Item] = queue.Queue(maxsize=queue_max)
+        self.queue = MessageQueue(maxsize=queue_max)
         self.connected = threading.Event()  # connected and consuming (active or standby)
         self.active: set[int] = set()  # shards whose messages this connection has received
         self.routes: dict[str, int] = {}  # routing key -> the shard it last came from
@@ -268,6 +268,7 @@ class AmqpConsumer:
         self._conn: pika.BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
         self._accepting = True
+        self._still_accepting = lambda: self._accepting  # built once, not per message
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest-amqp", daemon=True)
 
@@ -355,8 +356,9 @@ class AmqpConsumer:
         """Put one delivery on the queue, waiting for room when it is full (never dropped)."""
         if not self._accepting:
             return  # stopping: not acked, so the broker redelivers it
-        item = (mqtt_topic(routing_key), payload, self._clock_ms(), tag, 1, self._generation)
-        put_waiting(self.queue, item, lambda: self._accepting, self._on_overflow)
+        item = Received(mqtt_topic(routing_key), payload, self._clock_ms(), tag, 1,
+                        self._generation)
+        put_waiting(self.queue, item, self._still_accepting, self._on_overflow)
 
     def _end_session(self) -> None:
         with self._lock:
@@ -373,16 +375,16 @@ class AmqpConsumer:
 
     # --- the writer threads ---------------------------------------------------------------
 
-    def ack(self, items: Sequence[Item]) -> int:
+    def ack(self, items: Sequence[Received]) -> int:
         """Ack a committed batch (a contiguous run of deliveries) once every earlier delivery
         on its channel is committed too; return how many items were current."""
-        current = [it for it in items if it[5] == self._generation]
+        current = [it for it in items if it.generation == self._generation]
         if not current:
             return 0
         with self._lock:
-            if current[0][5] != self._generation or self._conn is None:
+            if current[0].generation != self._generation or self._conn is None:
                 return 0
-            upto = self._window.finish(current[0][3], current[-1][3])
+            upto = self._window.finish(current[0].ack_id, current[-1].ack_id)
             conn, channel = self._conn, self._channel
         if upto is not None and channel is not None:
             try:

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import Counter
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
@@ -67,14 +66,14 @@ from ingest.records import (
     Fix,
     FixColumns,
     Heartbeat,
+    Received,
     Record,
     Rejected,
 )
+from protocol import parse_uplink_topic
 
-DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 INT64_MAX = 2**63 - 1
 DAY_MS = 86_400_000
-UPLINK_KINDS = ("fix", "hb", "evt", "ack")
 _MISSING = object()
 Problem = tuple[str, str]  # (reason, detail)
 Registered = Callable[[str], bool] | Container[str]
@@ -243,22 +242,9 @@ def check_ts(ts: int, now_ms: int, limits: Limits, name: str = "ts",
 # --- topics and payloads --------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1 << 16)
-def parse_topic(topic: str) -> tuple[str, str] | str:
-    """`(kind, device_id)` of a topic, or the reason it is a bad topic (a str)."""
-    parts = topic.split("/")
-    if len(parts) == 5 and parts[:3] == ["em", "v1", "dev"] and parts[4] in UPLINK_KINDS:
-        device_id = parts[3]
-    elif len(parts) == 3 and parts[0] == "owntracks" and parts[1] and parts[2]:
-        device_id = f"{parts[1]}-{parts[2]}"
-        if DEVICE_ID.fullmatch(device_id):
-            return "owntracks", device_id
-        return f"OwnTracks device id {_show(device_id)} is not [A-Za-z0-9_-]{{1,64}}"
-    else:
-        return f"topic {_show(topic)} is not em/v1/dev/{{device_id}}/fix|hb|evt|ack"
-    if not DEVICE_ID.fullmatch(device_id):
-        return f"device id {_show(device_id)} is not [A-Za-z0-9_-]{{1,64}}"
-    return parts[4], device_id
+# `(kind, device_id)` of a topic, or the reason it is a bad topic (a str); the protocol's rule,
+# cached: a fleet's topics repeat in every batch.
+parse_topic = lru_cache(maxsize=1 << 16)(parse_uplink_topic)
 
 
 def load_json(payload: bytes) -> tuple[Any, str | None]:
@@ -482,9 +468,9 @@ class _PendingFixes:
         self.element += range(len(items))
 
 
-def decode_messages(items: Sequence[Sequence[Any]], *, registered: Registered,
+def decode_messages(items: Sequence[Received], *, registered: Registered,
                     limits: Limits = Limits()) -> Decoded:
-    """Decode a batch of queue items `(topic, payload, received_ms, ...)`.
+    """Decode a batch of queue items (`Received`: topic, payload, received_ms, ...).
 
     Same records as `decode()` on each item with `now_ms = received_ms`, but fixes come out as
     `FixColumns` (the column-validated ones in message order, then the others, e.g. OwnTracks)
@@ -494,7 +480,7 @@ def decode_messages(items: Sequence[Sequence[Any]], *, registered: Registered,
     out, pending, scalar_fixes = Decoded(), _PendingFixes(), list[Fix]()
     devices: list[str | None] = []
     for i, item in enumerate(items):
-        topic, payload, received_ms = item[0], item[1], item[2]
+        topic, payload, received_ms = item.topic, item.payload, item.received_ms
         route = parse_topic(topic)
         if isinstance(route, str):
             out.received["other"] += 1
@@ -535,18 +521,18 @@ def _queue_fix(payload: bytes, device_id: str, i: int, pending: _PendingFixes,
     return False
 
 
-def _validate_pending(pending: _PendingFixes, items: Sequence[Sequence[Any]],
+def _validate_pending(pending: _PendingFixes, items: Sequence[Received],
                       devices: list[str | None], limits: Limits, out: Decoded,
                       scalar_fixes: list[Fix]) -> FixColumns:
     """Column-wise validation of the queued fixes; flagged rows get the scalar check's reason."""
     if not pending.objs:
         return FixColumns()
     msg_idx = np.array(pending.msg, dtype=np.intp)
-    received = np.array([it[2] for it in items], dtype=np.int64)[msg_idx]
+    received = np.array([it.received_ms for it in items], dtype=np.int64)[msg_idx]
     cols, bad = fix_columns(pending.objs, received, limits)
     for row in np.flatnonzero(bad).tolist():
         i, element = pending.msg[row], pending.element[row]
-        msg = Message(items[i][0], items[i][1], devices[i], int(received[row]))
+        msg = Message(items[i].topic, items[i].payload, devices[i], int(received[row]))
         record = decode_fix_element(pending.objs[row], msg, limits, None if element < 0 else element)
         out.add([record], scalar_fixes)
     good = ~bad

@@ -20,10 +20,10 @@ import psycopg
 from prometheus_client import CollectorRegistry
 
 from ingest.amqp import AmqpConsumer, route_of
-from ingest.consumer import BatchOrder, Consumer, Item, Writer, wall_clock_ms
+from ingest.consumer import BatchOrder, Consumer, Writer, wall_clock_ms
 from ingest.decode import Decoded, Limits, decode_messages
 from ingest.metrics import IngestMetrics
-from ingest.records import Rejected, StoredBatch
+from ingest.records import Received, Rejected, StoredBatch
 from ingest.registry import RegistryCache, RegistrySnapshot
 from ingest.store import Store
 from schema import UnsafeTimescale, connect, migrate
@@ -156,11 +156,11 @@ class IngestService:
 
     # --- the writer threads ---------------------------------------------------------------
 
-    def _store_batch(self, lane: _Lane, items: list[Item]) -> StoredBatch:
+    def _store_batch(self, lane: _Lane, items: list[Received]) -> StoredBatch:
         store = lane.ensure()
         snapshot = self.registry_cache.get(store.conn)
         decoded = decode_messages(items, registered=snapshot, limits=self.limits)
-        received_ms = min(it[2] for it in items)
+        received_ms = min(it.received_ms for it in items)
         started = time.perf_counter()
         routes = self._new_routes(lane, items)
         try:
@@ -177,7 +177,7 @@ class IngestService:
         lane.ok, lane.failures = True, 0
         return stored
 
-    def _new_routes(self, lane: _Lane, items: list[Item]) -> dict[str, int]:
+    def _new_routes(self, lane: _Lane, items: list[Received]) -> dict[str, int]:
         """Topics of the batch whose shard is not recorded yet (AMQP with several shards)."""
         consumer = self.consumer
         if not isinstance(consumer, AmqpConsumer) or consumer.shards <= 1:
@@ -185,25 +185,24 @@ class IngestService:
         routes, known = consumer.routes, lane.routes
         new = {}
         for it in items:
-            topic = it[0]
+            topic = it.topic
             shard = routes.get(topic.replace("/", "."))
             if shard is not None and known.get(topic) != shard:
                 new[topic] = shard
         return new
 
-    def _store_one_by_one(self, store: Store, items: list[Item],
+    def _store_one_by_one(self, store: Store, items: list[Received],
                           snapshot: RegistrySnapshot) -> StoredBatch:
         """Isolate the message(s) the database refuses; dead-letter them as `unstorable`."""
         parts = []
         for item in items:
             decoded = decode_messages([item], registered=snapshot, limits=self.limits)
             try:
-                parts.append(store.write(decoded, snapshot, item[2], self._clock()))
+                parts.append(store.write(decoded, snapshot, item.received_ms, self._clock()))
             except DETERMINISTIC as exc:
-                topic, payload, received_ms = item[0], item[1], item[2]
                 reject = Rejected("unstorable", f"{type(exc).__name__}: {exc}"[:500], None,
-                                  None, topic, payload, received_ms)
-                parts.append(store.write(Decoded(rejected=[reject]), snapshot, received_ms,
+                                  None, item.topic, item.payload, item.received_ms)
+                parts.append(store.write(Decoded(rejected=[reject]), snapshot, item.received_ms,
                                          self._clock()))
         return StoredBatch.merge(parts)
 
@@ -212,7 +211,7 @@ class IngestService:
             with self._hand_on_lock:
                 self._on_stored(stored)
 
-    def _count(self, items: list[Item], decoded: Decoded, stored: StoredBatch) -> None:
+    def _count(self, items: list[Received], decoded: Decoded, stored: StoredBatch) -> None:
         m = self.metrics
         m.batch_size.observe(len(items))
         for kind, n in decoded.received.items():

@@ -7,19 +7,32 @@ here, so the contract is spelt once. It imports nothing of giamsat's.
 
 from protocol.topics import (
     ALERT_TOPIC_PREFIX,
+    ALERT_TOPICS_ALL,
     DEVICE_ID_PATTERN,
     DEVICE_ID_RE,
     DEVICE_TOPIC_PREFIX,
+    DEVICE_TOPICS_ALL,
     DOWNLINK_KINDS,
+    OWNTRACKS_ALL,
+    OWNTRACKS_FILTER,
+    OWNTRACKS_PREFIX,
+    UPLINK_FILTERS,
     UPLINK_KINDS,
     alert_topic,
+    device_filter,
     device_topic,
     is_device_id,
+    owntracks_device_id,
+    owntracks_names,
+    owntracks_topic,
     parse_device_topic,
+    parse_uplink_topic,
 )
 
 __all__ = [
-    "ALERT_TOPIC_PREFIX", "DEVICE_ID_PATTERN", "DEVICE_ID_RE", "DEVICE_TOPIC_PREFIX",
-    "DOWNLINK_KINDS", "UPLINK_KINDS", "alert_topic", "device_topic", "is_device_id",
-    "parse_device_topic",
+    "ALERT_TOPICS_ALL", "ALERT_TOPIC_PREFIX", "DEVICE_ID_PATTERN", "DEVICE_ID_RE",
+    "DEVICE_TOPICS_ALL", "DEVICE_TOPIC_PREFIX", "DOWNLINK_KINDS", "OWNTRACKS_ALL",
+    "OWNTRACKS_FILTER", "OWNTRACKS_PREFIX", "UPLINK_FILTERS", "UPLINK_KINDS", "alert_topic",
+    "device_filter", "device_topic", "is_device_id", "owntracks_device_id", "owntracks_names",
+    "owntracks_topic", "parse_device_topic", "parse_uplink_topic",
 ]

@@ -16,7 +16,6 @@ a revocation).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -39,10 +38,10 @@ from geofence.zones import (
     parse_zone,
     zone_columns,
 )
+from protocol import DEVICE_ID_PATTERN, is_device_id
 
 SENTENCE_TYPES = ("an_treo", "cai_tao_khong_giam_giu", "tha_tu_truoc_thoi_han",
                   "hoan_tam_dinh_chi", "quan_che", "cam_cu_tru")
-DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PERMIT_CATEGORIES = ("medical", "visit", "work", "family", "other")
 
 
@@ -277,8 +276,8 @@ def _validate_devices(ck: _Checker, doc: dict, plan: _Plan, sups: set) -> None:
     seen: set[str] = set()
     for path, rec in ck.items(doc, "devices"):
         did = ck.string(rec, "id", path)
-        if did is not None and not DEVICE_ID.match(did):
-            ck.fail(f"{path}.id", "must match [A-Za-z0-9_-]{1,64}")
+        if did is not None and not is_device_id(did):
+            ck.fail(f"{path}.id", f"must match {DEVICE_ID_PATTERN}")
             continue
         if did in seen:
             ck.fail(f"{path}.id", f"duplicate device id {did!r}")

@@ -5,6 +5,11 @@
 Earth's Bắc Ninh (see `data/README.md`); the communes are a seeded Voronoi tessellation of it,
 and every name is made up. `demo_homes()` places each device's home inside its residence zone.
 
+Every `giamsat up --demo` start loads the demo again, and a restart must not change what users
+did since: `missing_part()` keeps only the records that do not exist yet. An existing unit,
+supervisee (with its zones and permits) or device is left as it is, whatever users changed in
+it (a zone added, a name corrected).
+
 Run `python -m simulators.demo [--seed N] [--per-commune K]` to print the document as JSON.
 """
 
@@ -18,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import shapely
@@ -26,6 +31,9 @@ from shapely.geometry import MultiPoint, MultiPolygon, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from simulators.geo import frame_for, from_geojson, round_point, to_geojson
+
+if TYPE_CHECKING:
+    import psycopg
 
 PROVINCE_FILE = Path(__file__).parent / "data" / "bac_ninh_vn56_ne10m.geojson"
 LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -445,6 +453,25 @@ def _permits(
 
 
 build_demo = build_demo_document  # short alias
+
+
+def _ids(conn: psycopg.Connection, table: str, column: str) -> set[str]:
+    return {r[0] for r in conn.execute(f"SELECT {column} FROM {table}")}  # noqa: S608 (names)
+
+
+def missing_part(conn: psycopg.Connection, doc: dict) -> dict:
+    """The records of the demo document ``doc`` that the database does not hold yet: units,
+    supervisees (with their zones and permits) and devices, as an import document."""
+    units = _ids(conn, "units", "code")
+    sups = _ids(conn, "supervisees", "id")
+    devices = _ids(conn, "devices", "id")
+    new_sups = {s["id"] for s in doc["supervisees"] if s["id"] not in sups}
+    return {
+        "units": [u for u in doc["units"] if u["code"] not in units],
+        "supervisees": [s for s in doc["supervisees"] if s["id"] in new_sups],
+        "devices": [d for d in doc["devices"] if d["id"] not in devices],
+        "permits": [p for p in doc.get("permits", []) if p["supervisee"] in new_sups],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from config import Settings
 from config.mqtt import PUBLISH_WINDOW, parse_mqtt_url
 from embedded.brokerconfig import embedded_login_url
 from embedded.services import embedded_port
+from protocol import ALERT_TOPICS_ALL, device_topic
 
 # A load-test supervisee's home is scattered over this box (the demo province, Bắc Ninh),
 # its residence zone a 64-gon of RESIDENCE_RADIUS_M around it; violators move VIOLATION_M out.
@@ -314,7 +315,7 @@ def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
     for x in links:
         sel.register(x.sock, selectors.EVENT_READ, x)
     devices = sorted(plan.homes)
-    topics = {d: _utf8(f"em/v1/dev/{d}/fix") for d in devices}
+    topics = {dev: _utf8(device_topic(dev, "fix")) for dev in devices}
     seqs = dict.fromkeys(devices, int(time.time()))  # restarts of the test get new seq values
     sent = fixes = 0
     start = time.monotonic()
@@ -398,7 +399,7 @@ class AlertWatch:
                 self.active_at.setdefault(sid, []).append(time.time())
 
         client.on_message = on_message
-        client.subscribe("em/v1/alerts/#", qos=1)
+        client.subscribe(ALERT_TOPICS_ALL, qos=1)
         client.loop_start()
         return client
 

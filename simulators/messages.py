@@ -19,6 +19,8 @@ from typing import Any
 import orjson
 
 from protocol import DEVICE_TOPIC_PREFIX, DOWNLINK_KINDS, UPLINK_KINDS, device_topic
+from protocol import owntracks_device_id as owntracks_device_id  # the builders' names too
+from protocol import owntracks_topic as owntracks_topic
 
 TOPIC_PREFIX = DEVICE_TOPIC_PREFIX
 KINDS = UPLINK_KINDS + DOWNLINK_KINDS  # `cmd` is the downlink, the others are uplink
@@ -144,14 +146,6 @@ def owntracks_location(
     return _with(base, extra)
 
 
-def owntracks_topic(user: str, device: str) -> str:
-    """The OwnTracks topic `owntracks/{user}/{device}`; the service's device id is `{user}-{device}`."""
-    return f"owntracks/{user}/{device}"
-
-
-def owntracks_device_id(user: str, device: str) -> str:
-    """The registered device id an OwnTracks client maps to (contract section 1)."""
-    return f"{user}-{device}"
 
 
 class DeviceCounter:

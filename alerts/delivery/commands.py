@@ -14,6 +14,7 @@ import orjson
 import psycopg
 
 from alerts.delivery.deliverer import wall_ms
+from alerts.delivery.mqtt import MqttChannel
 from alerts.model import ms_to_dt
 from protocol import device_topic
 
@@ -48,34 +49,34 @@ def forget_command(conn: psycopg.Connection, command_id: str) -> None:
                  (command_id,))
 
 
-def publish_command(client: Any, device_id: str, payload: Mapping[str, Any],
+def publish_command(channel: MqttChannel, device_id: str, payload: Mapping[str, Any],
                     wait_s: float | None = 5.0) -> None:
     """Publish (QoS 1); with ``wait_s``, wait for the PUBACK and raise ``TimeoutError`` without
     one (``RuntimeError`` from paho when not connected)."""
-    info = client.publish(command_topic(device_id), orjson.dumps(payload), qos=1)
-    if wait_s is not None:
-        info.wait_for_publish(wait_s)
-        if not info.is_published():
-            raise TimeoutError(f"command {payload['id']} to {device_id}: no PUBACK in {wait_s} s")
+    topic, body = command_topic(device_id), orjson.dumps(payload)
+    if wait_s is None:
+        channel.publish(topic, body)
+    else:
+        channel.publisher.publish_and_wait(topic, body, wait_s)
 
 
-def send_command(client: Any, device_id: str, type: str, *, conn: psycopg.Connection | None = None,
-                 sent_by: str = "system", now_ms: int | None = None, wait_s: float | None = 5.0,
-                 **fields: Any) -> str:
+def send_command(channel: MqttChannel, device_id: str, type: str, *,
+                 conn: psycopg.Connection | None = None, sent_by: str = "system",
+                 now_ms: int | None = None, wait_s: float | None = 5.0, **fields: Any) -> str:
     """Publish a downlink command (QoS 1) to ``em/v1/dev/{device_id}/cmd``; return its id.
 
-    ``client``: a paho client or an ``MqttChannel`` (anything with ``publish(topic, payload,
-    qos)``). ``set_interval`` needs ``fix_s`` (int s > 0), ``notify_wearer`` a short ``text``.
-    With ``conn`` the command is recorded in ``device_commands`` so ingest can match the
-    device's ``ack`` to it; the caller commits, and a device answering before that commit has
-    its answer dead-lettered: callers that expect quick answers use ``record_command`` (and
-    commit) then ``publish_command``, as the API and the fix-rate job do. With ``wait_s`` it waits for the
-    broker's PUBACK and raises ``TimeoutError`` without one.
+    ``channel``: the ``MqttChannel`` to publish on. ``set_interval`` needs ``fix_s`` (int s >
+    0), ``notify_wearer`` a short ``text``. With ``conn`` the command is recorded in
+    ``device_commands`` so ingest can match the device's ``ack`` to it; the caller commits, and
+    a device answering before that commit has its answer dead-lettered: callers that expect
+    quick answers use ``record_command`` (and commit) then ``publish_command``, as the API and
+    the fix-rate job do. With ``wait_s`` it waits for the broker's PUBACK and raises
+    ``TimeoutError`` without one.
     """
     payload = new_command(type, **fields)
     if conn is not None:
         record_command(conn, device_id, payload, sent_by=sent_by, now_ms=now_ms)
-    publish_command(client, device_id, payload, wait_s)
+    publish_command(channel, device_id, payload, wait_s)
     return payload["id"]
 
 

@@ -61,7 +61,7 @@ class RateChange:
 class FixRateJob:
     """Sends ``set_interval`` where the stored alerts want another rate than the one asked.
 
-    ``client``: anything ``publish_command`` publishes with (the pipeline's ``MqttChannel``).
+    ``client``: the ``MqttChannel`` ``publish_command`` publishes on (the pipeline's).
     """
 
     def __init__(self, db_url: str, client: Any, *, fast_s: int, normal_s: int,

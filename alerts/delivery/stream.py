@@ -16,6 +16,7 @@ import psycopg
 
 from alerts.payload import alert_json
 from alerts.store import fetch, parent_unit
+from protocol import alert_topic
 
 CHANNEL = "alert_changes"
 
@@ -65,8 +66,9 @@ def changes_since(conn: psycopg.Connection, history_id: int, units: list[str] | 
           FROM deliveries d
          WHERE d.history_id > %(h)s AND d.channel = 'mqtt'
            AND (%(units)s::text[] IS NULL
-                OR substr(d.target, length('em/v1/alerts/') + 1) = ANY(%(units)s::text[]))
+                OR substr(d.target, %(unit_at)s) = ANY(%(units)s::text[]))
          ORDER BY d.history_id, d.id
          LIMIT %(limit)s
-        """, {"h": history_id, "units": units, "limit": limit}).fetchall()
+        """, {"h": history_id, "units": units, "limit": limit,
+              "unit_at": len(alert_topic("")) + 1}).fetchall()
     return [r[0] for r in rows]

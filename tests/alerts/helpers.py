@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import paho.mqtt.client as mqtt
 import psycopg
 
+from protocol.publisher import Publisher as QoS1Publisher
+
 PROVINCE = "PC10-BN"
 COMMUNE = "CAX-BN-001"
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, ms
@@ -179,25 +181,19 @@ class Receiver:
 
 
 class Publisher:
-    """A paho QoS 1 publisher (a device or a fleet of them) for the pipeline tests."""
+    """The shared QoS 1 publisher (a device or a fleet of them) for the pipeline tests."""
 
     def __init__(self, host: str, port: int, client_id: str, username: str | None = None,
                  password: str | None = None) -> None:
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-        if username:
-            self.client.username_pw_set(username, password)
-        self.client.max_inflight_messages_set(1000)
-        self.client.connect(host, port)
-        self.client.loop_start()
+        self.mqtt = QoS1Publisher.to(host, port, client_id, username, password)
 
     def send(self, topic: str, payload: bytes, wait: bool = True) -> None:
-        info = self.client.publish(topic, payload, qos=1)
+        info = self.mqtt.publish(topic, payload)
         if wait:
             info.wait_for_publish(10)
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.mqtt.close()
 
 
 def offset(lon: float, lat: float, east_m: float, north_m: float) -> tuple[float, float]:

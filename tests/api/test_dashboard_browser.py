@@ -29,6 +29,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from embedded.services import free_port
+from protocol import device_topic
 from schema import connect
 
 pytestmark = [pytest.mark.services, pytest.mark.browser]
@@ -141,19 +142,14 @@ class Worker:
 
 def publish_fixes(broker, client_id: str, fixes: list[dict]) -> None:
     """Publish fixes as the device would: QoS 1 on em/v1/dev/{device}/fix, each acknowledged."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    from protocol.publisher import Publisher
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-    client.connect(broker.host, broker.port)
-    client.loop_start()
+    device = Publisher.to(broker.host, broker.port, client_id)
     try:
         for fix in fixes:
-            info = client.publish(f"em/v1/dev/{DEVICE}/fix", json.dumps(fix), qos=1)
-            info.wait_for_publish(10)
+            device.publish_and_wait(device_topic(DEVICE, "fix"), json.dumps(fix).encode())
     finally:
-        client.loop_stop()
-        client.disconnect()
+        device.close()
 
 
 def drive_exit_through_pipeline(db_url: str, broker, worker: Worker, seed: Seed,
@@ -188,19 +184,14 @@ def strap_opened(db_url: str, broker, client_id: str | None) -> None:
     """The strap is cut: a device event through the pipeline, else the rule path."""
     now_ms = int(time.time() * 1000)
     if broker is not None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
+        from protocol.publisher import Publisher
 
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-        client.connect(broker.host, broker.port)
-        client.loop_start()
+        device = Publisher.to(broker.host, broker.port, client_id or "")  # "": the broker names it
         try:
-            client.publish(f"em/v1/dev/{DEVICE}/evt",
-                           json.dumps({"seq": 900, "ts": now_ms, "type": "strap_open"}),
-                           qos=1).wait_for_publish(10)
+            device.publish_and_wait(device_topic(DEVICE, "evt"), json.dumps(
+                {"seq": 900, "ts": now_ms, "type": "strap_open"}).encode())
         finally:
-            client.loop_stop()
-            client.disconnect()
+            device.close()
         return
     from alerts import rules
     from alerts.model import Occurrence

@@ -168,18 +168,18 @@ def test_a_second_up_on_one_data_dir_is_refused(tmp_path):
     import subprocess
     import sys
 
-    from giamsat.app import UP_PID, _claim_data_dir
+    from embedded.stack import UP_PID, claim_data_dir
 
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "giamsat",
                               "up"])
     try:
         (tmp_path / UP_PID).write_text(f"{other.pid}\n")
         with pytest.raises(ServiceError, match=f"giamsat up \\(pid {other.pid}\\) already runs"):
-            _claim_data_dir(Settings(data_dir=tmp_path))
+            claim_data_dir(Settings(data_dir=tmp_path))
     finally:
         other.kill()
         other.wait()
-    assert _claim_data_dir(Settings(data_dir=tmp_path)).read_text() == f"{os.getpid()}\n"
+    assert claim_data_dir(Settings(data_dir=tmp_path)).read_text() == f"{os.getpid()}\n"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to another account")
@@ -220,7 +220,7 @@ def test_up_restarts_a_killed_durable_broker_which_kept_what_it_acknowledged(tmp
     restarted RabbitMQ still holds every QoS 1 message it PUBACKed before the kill -9."""
     import pika
 
-    from giamsat.app import Stack
+    from embedded.stack import Stack
     from ingest.amqp import connection_parameters, declare_topology, queue_name
     from simulators import messages as m
     from tests.ingest.helpers import Publisher, wait_for

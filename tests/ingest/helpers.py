@@ -3,7 +3,6 @@ acknowledgements, wait for rows."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterable
 from types import SimpleNamespace
@@ -13,6 +12,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 
 from config import Settings
+from protocol.publisher import Publisher as QoS1Publisher
 
 
 def register_devices(conn: psycopg.Connection, device_ids: Iterable[str],
@@ -43,38 +43,22 @@ def ingest_settings(client_id: str, **overrides: Any) -> SimpleNamespace:
 
 
 class Publisher:
-    """A paho QoS 1 publisher that records which message ids the broker acknowledged."""
+    """The shared QoS 1 publisher (``protocol.publisher``) with the message ids the broker
+    acknowledged (``acked``) and what each tracked publish was (``sent``)."""
 
     def __init__(self, host: str, port: int, client_id: str, max_inflight: int = 1000,
                  window: int = 20_000, username: str | None = None,
                  password: str | None = None) -> None:
-        self.acked: set[int] = set()
         self.sent: dict[int, Any] = {}  # mid -> what the test published (publish_tracked)
-        self._lock = threading.Lock()
         # paho's message ids are 16-bit: keep well under 65,535 unacknowledged
-        self._window = threading.Semaphore(window)
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv311)
-        self.client.max_inflight_messages_set(max_inflight)
-        self.client.max_queued_messages_set(0)
-        self.client.on_publish = self._on_publish
-        if username:
-            self.client.username_pw_set(username, password)
-        self.client.connect(host, port)
-        self.client.loop_start()
-
-    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: Any,
-                    props: Any) -> None:
-        with self._lock:
-            self.acked.add(mid)
-        self._window.release()
+        self.mqtt = QoS1Publisher.to(host, port, client_id, username, password,
+                                     max_inflight=max_inflight, window=window, track_acked=True)
+        self.client = self.mqtt.client
+        self.acked: set[int] = self.mqtt.acked  # type: ignore[assignment]
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> int:
         """Publish; return the message id (see `acked`)."""
-        if qos == 0:
-            return self.client.publish(topic, payload, qos=0).mid
-        self._window.acquire(timeout=60)
-        return self.client.publish(topic, payload, qos=qos).mid
+        return self.mqtt.publish(topic, payload, qos).mid
 
     def publish_tracked(self, topic: str, payload: bytes, key: Any) -> int:
         """Publish QoS 1 and remember `key` under the message id (`sent`)."""
@@ -83,12 +67,10 @@ class Publisher:
         return mid
 
     def wait_acked(self, mids: Iterable[int], timeout_s: float = 30.0) -> bool:
-        want = set(mids)
-        return wait_for(lambda: want <= self.acked, timeout_s)
+        return self.mqtt.wait_acked(mids, timeout_s)
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.mqtt.close()
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0, every_s: float = 0.05) -> bool:

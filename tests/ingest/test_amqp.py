@@ -104,9 +104,9 @@ def test_deliveries_read_from_the_frames_arrive_whole_in_order_and_ack(
             items.append(consumer.queue.get(timeout=15))
             if len(items) % 250 == 0:
                 consumer.ack(items[-250:])  # prefetch 500: acks keep it flowing
-        assert [it[1] for it in items] == bodies
-        assert [it[0] for it in items] == [f"em/v1/dev/fr-{i % 7}/fix" for i in range(3000)]
-        assert [it[3] for it in items] == list(range(1, 3001))
+        assert [it.payload for it in items] == bodies
+        assert [it.topic for it in items] == [f"em/v1/dev/fr-{i % 7}/fix" for i in range(3000)]
+        assert [it.ack_id for it in items] == list(range(1, 3001))
         assert consumer.routes == {f"em.v1.dev.fr-{k}.fix": 0 for k in range(7)}
         assert consumer.active == {0}
     finally:

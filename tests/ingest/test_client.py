@@ -14,6 +14,7 @@ from paho.mqtt.properties import Properties
 
 from ingest.client import _skip_properties
 from ingest.consumer import Consumer
+from ingest.records import Received
 from tests.ingest.helpers import Publisher, forget_session, wait_for
 
 pytestmark = pytest.mark.services
@@ -35,7 +36,7 @@ def start(mqtt_broker, client_id: str, fast: bool = True) -> Consumer:
     return consumer
 
 
-def drain(consumer: Consumer, n: int, timeout_s: float = 10.0) -> list[tuple]:
+def drain(consumer: Consumer, n: int, timeout_s: float = 10.0) -> list[Received]:
     items = []
     for _ in range(n):
         items.append(consumer.queue.get(timeout=timeout_s))
@@ -66,9 +67,9 @@ def test_both_inbound_paths_enqueue_the_same_items(mqtt_broker, consumer_id, uni
         pub.publish(topic, payload)
     pub.publish(*sent[-1], qos=0)
     items = drain(consumer, len(sent))
-    assert sorted((t, p) for t, p, *_ in items) == sorted(sent)
-    assert {(t, q) for t, _, _, _, q, _ in items if t.endswith("/hb")} == {(sent[-1][0], 0)}
-    assert all(mid > 0 for t, _, _, mid, q, _ in items if q == 1)
+    assert sorted((it.topic, it.payload) for it in items) == sorted(sent)
+    assert {(it.topic, it.qos) for it in items if it.topic.endswith("/hb")} == {(sent[-1][0], 0)}
+    assert all(it.ack_id > 0 for it in items if it.qos == 1)
     consumer.ack(items)
     pub.close()
     consumer.disconnect()
@@ -81,7 +82,7 @@ def test_mqtt5_properties_and_payloads_larger_than_the_read_buffer(mqtt_broker, 
     publish_v5(mqtt_broker, f"em/v1/dev/c{unique_id}/fix", big)
     publish_v5(mqtt_broker, f"em/v1/dev/c{unique_id}/evt", b"{}")
     items = drain(consumer, 2)
-    assert [(t, p) for t, p, *_ in items] == [(f"em/v1/dev/c{unique_id}/fix", big),
+    assert [(it.topic, it.payload) for it in items] == [(f"em/v1/dev/c{unique_id}/fix", big),
                                               (f"em/v1/dev/c{unique_id}/evt", b"{}")]
     consumer.ack(items)
     consumer.disconnect()
@@ -100,7 +101,8 @@ def test_unacknowledged_messages_come_back_and_acknowledged_ones_do_not(
     consumer.client._sock.shutdown(socket.SHUT_RDWR)  # the connection drops; paho reconnects
     assert wait_for(consumer.connected.is_set, 15)
     redelivered = drain(consumer, 40)  # the persistent session redelivers the 40
-    assert sorted(p for _, p, *_ in redelivered) == sorted(p for _, p, *_ in items[60:])
+    assert (sorted(it.payload for it in redelivered)
+            == sorted(it.payload for it in items[60:]))
     assert consumer.ack(items[60:]) == 0  # items of the old connection are never acknowledged
     assert consumer.ack(redelivered) == 40
     consumer.disconnect()

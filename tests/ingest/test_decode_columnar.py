@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.decode import Limits, decode, decode_messages
-from ingest.records import CommandAck, Event, Fix, Heartbeat, Rejected
+from ingest.records import CommandAck, Event, Fix, Heartbeat, Received, Rejected
 from simulators import messages as m
 
 NOW = 1_732_600_000_000
@@ -72,6 +72,11 @@ def scalar(items: list[tuple[str, bytes, int]]) -> list[object]:
     return out
 
 
+def received(items: list[tuple[str, bytes, int]]) -> list[Received]:
+    """Queue items as a consumer builds them (QoS 1, connection 0)."""
+    return [Received(topic, payload, ms, 0, 1, 0) for topic, payload, ms in items]
+
+
 def hashable(record: object) -> object:
     if isinstance(record, Event):
         return (record.device_id, record.seq, record.ts, record.type, orjson.dumps(record.detail))
@@ -81,7 +86,7 @@ def hashable(record: object) -> object:
 @settings(max_examples=400, deadline=None)
 @given(st.lists(messages(), min_size=1, max_size=12))
 def test_columnar_decoding_matches_the_scalar_reference(items) -> None:
-    batch = decode_messages(items, registered=REGISTERED, limits=LIMITS)
+    batch = decode_messages(received(items), registered=REGISTERED, limits=LIMITS)
     expected = scalar(items)
 
     def of(kind: type) -> Counter:
@@ -99,6 +104,6 @@ def test_fixes_keep_message_order_within_the_columns() -> None:
     items = [(m.topic("col-a", "fix"), m.encode(m.fix_batch([m.fix(seq=i, ts=NOW) for i in
                                                              range(3)])), NOW),
              (m.topic("col-b", "fix"), m.encode(m.fix(seq=9, ts=NOW)), NOW)]
-    fixes = decode_messages(items, registered=REGISTERED).fixes
+    fixes = decode_messages(received(items), registered=REGISTERED).fixes
     assert fixes.seq.tolist() == [0, 1, 2, 9]
     assert fixes.device_id.tolist() == ["col-a"] * 3 + ["col-b"]

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from ingest.decode import Decoded, decode_messages
-from ingest.records import FixColumns, Rejected
+from ingest.records import FixColumns, Received, Rejected
 from ingest.registry import RegistryCache, RegistrySnapshot, load_registry
 from ingest.store import Store, device_latest
 from simulators import messages as m
@@ -37,13 +37,13 @@ def store(db_url: str, registry: RegistrySnapshot):
         yield Store(conn, max_accuracy_m=100.0)
 
 
-def item(device: str, kind: str, obj: object, received: int = NOW) -> tuple:
-    return (m.topic(device, kind), m.encode(obj), received, 0, 1, 0)
+def item(device: str, kind: str, obj: object, received: int = NOW) -> Received:
+    return Received(m.topic(device, kind), m.encode(obj), received, 0, 1, 0)
 
 
-def write(store: Store, registry: RegistrySnapshot, items: list[tuple]):
+def write(store: Store, registry: RegistrySnapshot, items: list[Received]):
     decoded = decode_messages(items, registered=registry)
-    return decoded, store.write(decoded, registry, min(i[2] for i in items))
+    return decoded, store.write(decoded, registry, min(i.received_ms for i in items))
 
 
 def rows(db: psycopg.Connection, sql: str, *params: object) -> list[tuple]:
@@ -144,9 +144,9 @@ def test_heartbeats_and_events_dedup_and_return_new_ones(store, registry, db) ->
 
 def test_dead_letters_keep_reason_detail_element_and_raw_payload(store, registry, db) -> None:
     bad_batch = m.encode(m.fix_batch([m.fix(seq=1, ts=NOW), m.fix(seq=2, ts=NOW, lat=95.0)]))
-    items = [("em/v1/dev/st-a/fix", bad_batch, NOW + 1, 0, 1, 0),
-             ("em/v1/dev/nobody/fix", b"{}", NOW + 2, 0, 1, 0),
-             ("em/v1/dev/bad.topic/fix", b"\x00\xff", NOW + 3, 0, 1, 0)]
+    items = [Received("em/v1/dev/st-a/fix", bad_batch, NOW + 1, 0, 1, 0),
+             Received("em/v1/dev/nobody/fix", b"{}", NOW + 2, 0, 1, 0),
+             Received("em/v1/dev/bad.topic/fix", b"\x00\xff", NOW + 3, 0, 1, 0)]
     decoded, stored = write(store, registry, items)
     assert len(stored) == 1 and stored.rejected == 3
     got = rows(db, "SELECT (extract(epoch FROM received_at) * 1000)::int8, topic, device_id, "
@@ -172,7 +172,7 @@ def test_an_unassigned_device_stores_fixes_without_a_supervisee(store, registry,
 
 def test_a_failed_write_rolls_back_everything(store, registry, db) -> None:
     decoded = decode_messages([item("st-a", "fix", m.fix(seq=1, ts=NOW)),
-                               ("em/v1/dev/nobody/fix", b"{}", NOW, 0, 1, 0)], registered=registry)
+                               Received("em/v1/dev/nobody/fix", b"{}", NOW, 0, 1, 0)], registered=registry)
     broken = RegistrySnapshot.build([("st-a", "sv-store")])
     broken.chunks[:] = b"\x00" * broken.chunks.dtype.itemsize  # a corrupt COPY row
     with pytest.raises(psycopg.Error):

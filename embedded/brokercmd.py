@@ -1,5 +1,6 @@
 """``giamsat broker-config``: write the broker's users and permissions from the registry
-(``embedded.brokerconfig`` does the work; this is its command line)."""
+(``embedded.brokerconfig`` does the work; this is its command line, which ``giamsat.cli``
+mounts as it mounts the load test's)."""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ def _parse_owner(spec: str | None) -> tuple[int, int] | None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """``giamsat broker-config``: write the files, report what was issued; 0 on success."""
-    from giamsat.app import open_database  # the composition root opens the database
+    from embedded.database import open_database
 
     out = Path(args.out or settings.data_dir / "broker")
     try:
