@@ -125,9 +125,14 @@ def topology(shards: int) -> dict[str, list[dict[str, Any]]]:
     bindings = [{"source": EXCHANGE, "vhost": VHOST, "destination": q["name"],
                  "destination_type": "queue", "routing_key": "1", "arguments": {}}
                 for q in queues]
-    bindings += [{"source": SOURCE_EXCHANGE, "vhost": VHOST, "destination": EXCHANGE,
-                  "destination_type": "exchange", "routing_key": key, "arguments": {}}
-                 for key in BINDINGS]
+    if len(queues) == 1:  # one shard: the queue is bound to the MQTT exchange directly
+        bindings += [{"source": SOURCE_EXCHANGE, "vhost": VHOST, "destination": queue_name(0),
+                      "destination_type": "queue", "routing_key": key, "arguments": {}}
+                     for key in BINDINGS]
+    else:
+        bindings += [{"source": SOURCE_EXCHANGE, "vhost": VHOST, "destination": EXCHANGE,
+                      "destination_type": "exchange", "routing_key": key, "arguments": {}}
+                     for key in BINDINGS]
     exchanges = [{"name": EXCHANGE, "vhost": VHOST, "type": "x-consistent-hash",
                   "durable": True, "auto_delete": False, "internal": False, "arguments": {}}]
     return {"exchanges": exchanges, "queues": queues, "bindings": bindings}

@@ -527,6 +527,10 @@ collect_statistics_interval = 30000
 
 RABBITMQ_PLUGINS = "rabbitmq_mqtt,rabbitmq_consistent_hash_exchange"
 
+# Erlang VM flags of the embedded node, after RabbitMQ's own (which already turn scheduler
+# busy-waiting off). A user's RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS is appended (benchmarks).
+RABBITMQ_ERL_ARGS = ""
+
 
 def find_rabbitmq() -> Path:
     """Directory of the RabbitMQ scripts (rabbitmq-server, rabbitmqctl), or a ServiceError."""
@@ -596,7 +600,10 @@ class EmbeddedRabbitMQ:
             RABBITMQ_NODE_IP_ADDRESS="127.0.0.1", RABBITMQ_NODE_PORT=str(self.amqp_port),
             RABBITMQ_DIST_PORT=str(self._dist_port()),
             ERL_EPMD_ADDRESS="127.0.0.1",
-            ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}")
+            ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}",
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=" ".join(
+                [RABBITMQ_ERL_ARGS, os.environ.get("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "")]
+            ).strip())
         return env
 
     def _dist_port(self) -> int:

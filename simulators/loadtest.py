@@ -59,12 +59,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settle", type=float, default=60.0,
                    help="longest wait for the service to store what was published (default 60 s)")
     p.add_argument("--mqtt-url", default=None, help="broker (default GIAMSAT_MQTT_URL or the "
-                   "embedded one)")
+                   "embedded one); several comma-separated (a cluster's nodes): the publishers' "
+                   "connections spread over them")
     p.add_argument("--database-url", default=None,
                    help="the service's database (default GIAMSAT_DATABASE_URL or the embedded one)")
     p.add_argument("--metrics-url", default=None,
                    help="the service's /metrics (default http://GIAMSAT_HTTP/metrics)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--no-register", action="store_true",
+                   help="do not (re-)import the load-test fleet: an earlier run registered it")
 
 
 # --- the fleet ---------------------------------------------------------------------------------
@@ -144,6 +147,15 @@ def _fix(seq: int, ts: int, lon: float, lat: float, rng: random.Random) -> dict:
             "lon": round(lon + rng.gauss(0, jitter / 2), 7), "acc": round(acc, 1)}
 
 
+def _fix_payload(seq: int, ts: int, lon: float, lat: float, rng: random.Random) -> bytes:
+    """`_fix` as JSON bytes, formatted directly (the load generator must cost the machine
+    little next to the service it measures)."""
+    acc = rng.uniform(5.0, 25.0)
+    jitter = acc / M_PER_DEG_LAT / 2
+    return b'{"seq":%d,"ts":%d,"lat":%.7f,"lon":%.7f,"acc":%.1f}' % (
+        seq, ts, lat + rng.gauss(0, jitter), lon + rng.gauss(0, jitter), acc)
+
+
 def _position(home: tuple[float, float], violating: bool) -> tuple[float, float]:
     lon, lat = home
     if violating:
@@ -151,80 +163,218 @@ def _position(home: tuple[float, float], violating: bool) -> tuple[float, float]
     return lon, lat
 
 
+def _varint(n: int) -> bytes:
+    """MQTT's variable-length integer (the remaining length of a packet)."""
+    out = bytearray()
+    while True:
+        n, digit = n >> 7, n & 0x7F
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _utf8(text: str) -> bytes:
+    raw = text.encode()
+    return len(raw).to_bytes(2, "big") + raw
+
+
+class _Link:
+    """One device connection of a publisher process, MQTT 3.1.1 over a plain socket.
+
+    The load generator must not be what limits the measurement: paho costs ~40 us of CPU per
+    QoS 1 publish (its message objects, locks and PUBACK bookkeeping), so the publishers here
+    encode PUBLISH packets themselves, write each connection's due packets with one send and
+    count PUBACKs (4 bytes each) by reading the socket. A connection keeps at most
+    ``PUBLISH_WINDOW`` publishes unacknowledged, as a device with a buffer would.
+    """
+
+    def __init__(self, url: str, client_id: str, keepalive: int = 60) -> None:
+        import socket
+
+        target = parse_mqtt_url(url)
+        sock = socket.create_connection((target.host, target.port), timeout=30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if target.tls:
+            import ssl
+
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=target.host)
+        flags = 0x02  # clean session
+        body = _utf8("MQTT") + bytes([4])
+        tail = _utf8(client_id)
+        if target.username:
+            flags |= 0x80
+            tail += _utf8(target.username)
+            if target.password is not None:
+                flags |= 0x40
+                tail += _utf8(target.password)
+        body += bytes([flags]) + keepalive.to_bytes(2, "big") + tail
+        sock.sendall(b"\x10" + _varint(len(body)) + body)
+        connack = b""
+        while len(connack) < 4:
+            chunk = sock.recv(4 - len(connack))
+            if not chunk:
+                raise ConnectionError(f"{target.host}:{target.port} closed the connection "
+                                      "instead of CONNACK (login refused?)")
+            connack += chunk
+        if connack[0] != 0x20 or connack[3] != 0:
+            raise ConnectionError(f"MQTT connection refused by {target.host}:{target.port}: "
+                                  f"CONNACK return code {connack[3]}")
+        sock.setblocking(False)
+        self.sock = sock
+        self.sent = 0
+        self.acked = 0
+        self._mid = 0
+        self._rest = 0  # bytes of a PUBACK split over two reads
+        self._out: list[bytes] = []
+
+    def publish(self, topic: bytes, payload: bytes) -> None:
+        """Queue one QoS 1 PUBLISH; ``topic`` is the length-prefixed topic name."""
+        self._mid = self._mid % 0xFFFF + 1
+        self._out.append(b"\x32" + _varint(len(topic) + 2 + len(payload)) + topic
+                         + self._mid.to_bytes(2, "big") + payload)
+        self.sent += 1
+
+    def flush(self) -> None:
+        """Write the queued packets (waiting while the socket buffer is full)."""
+        if not self._out:
+            return
+        data = memoryview(b"".join(self._out))
+        self._out.clear()
+        while data:
+            try:
+                data = data[self.sock.send(data):]
+            except (BlockingIOError, InterruptedError):
+                self.read(wait=0.01)
+            except OSError as exc:
+                if type(exc).__name__ not in ("SSLWantWriteError", "SSLWantReadError"):
+                    raise
+                self.read(wait=0.01)
+
+    def read(self, wait: float = 0.0) -> None:
+        """Count the PUBACKs that arrived (waiting up to ``wait`` s for the first)."""
+        import select
+
+        if wait > 0:  # poll, not select: a publisher may hold more than 1,024 sockets
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            poller.poll(wait * 1000)
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if type(exc).__name__ == "SSLWantReadError":
+                    return
+                raise
+            if not data:
+                raise ConnectionError("the broker closed a publisher connection")
+            total = self._rest + len(data)  # the broker sends nothing but 4-byte PUBACKs
+            self.acked += total // 4
+            self._rest = total % 4
+
+    def close(self) -> None:
+        try:
+            self.sock.setblocking(True)
+            self.sock.sendall(b"\xe0\x00")  # DISCONNECT
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def _connect(url: str, client_id: str, attempts: int = 10) -> _Link:
+    """A connection, retried as a device would: a RabbitMQ cluster node answers "server
+    unavailable" while its client-id registry (a Raft cluster) is busy."""
+    for attempt in range(attempts):
+        try:
+            return _Link(url, client_id)
+        except (ConnectionError, OSError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(min(5.0, 0.5 * 2 ** attempt))
+    raise AssertionError("unreachable")
+
+
 def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
     """Publish this publisher's share of the fleet until duration or max_messages.
 
-    paho runs without its network thread here: ``publish`` writes straight to the socket and
-    the loop below reads the broker's PUBACKs itself, so no second thread competes for the GIL
-    (with ``loop_start`` the publisher, not the service, was the bottleneck). With
-    ``plan.connections`` > 1 the devices are spread over that many MQTT connections, each with
-    its own window of unacknowledged publishes, as many devices would be: a broker that
-    confirms after a disk write serves a single connection's window at its latency.
+    Devices are spread over ``plan.connections`` MQTT connections (a device keeps its
+    connection, so its fixes stay in order), each with its own window of unacknowledged
+    publishes, as many devices would be: a broker that confirms after a disk write serves a
+    single connection's window at its latency. Each round publishes what is due by the offered
+    rate on connections with room in their window, writes each connection's packets with one
+    send and then counts the PUBACKs that came back.
     """
+    import selectors
+
     rng = random.Random(plan.seed * 1000 + plan.index)
-    links = [_Link(_mqtt_client(plan.mqtt_url, f"giamsat-loadtest-{os.getpid()}-{k}"))
+    urls = plan.mqtt_url.split(",")  # a cluster: the connections spread over its nodes
+    links = [_connect(urls[(plan.index + k) % len(urls)], f"giamsat-loadtest-{os.getpid()}-{k}")
              for k in range(max(1, plan.connections))]
+    sel = selectors.DefaultSelector()  # epoll: a connection per device passes select's 1,024
+    for x in links:
+        sel.register(x.sock, selectors.EVENT_READ, x)
     devices = sorted(plan.homes)
+    topics = {dev: _utf8(device_topic(dev, "fix")) for dev in devices}
     seqs = dict.fromkeys(devices, int(time.time()))  # restarts of the test get new seq values
-    topics = {dev: device_topic(dev, "fix") for dev in devices}
     sent = fixes = 0
     start = time.monotonic()
+    out.put(("started", plan.index, time.time()))  # connected: the measured time begins
     next_report = start + 1.0
     violating_times: dict[str, list[float]] = {}
+    dirty: dict[int, _Link] = {}
     while sent < plan.max_messages:
         now = time.monotonic()
         elapsed = now - start
         if elapsed >= plan.duration:
             break
-        i = sent % len(devices)
-        link = links[i % len(links)]  # a device keeps its connection: its fixes stay in order
-        if sent >= int(elapsed * plan.rate) + 1:
-            link.client.loop(timeout=min(0.002, max(0.0, (sent + 1) / plan.rate - elapsed)))
-            continue
-        if link.sent - link.acked[0] >= PUBLISH_WINDOW:  # behind: read its acknowledgements
-            for other in links:
-                other.client.loop(timeout=0.002 if other is link else 0)
-            continue
-        dev = devices[i]
-        violating = dev in plan.violators and elapsed >= plan.violate_after
-        lon, lat = _position(plan.homes[dev], violating)
+        due = min(int(elapsed * plan.rate) + 1, plan.max_messages)
         ts = time.time_ns() // 1_000_000
-        batch = []
-        for _ in range(plan.batch):
-            seqs[dev] += 1
-            batch.append(_fix(seqs[dev], ts, lon, lat, rng))
-        payload = orjson.dumps(batch[0] if plan.batch == 1 else {"fixes": batch})
-        link.client.publish(topics[dev], payload, qos=1)
-        link.sent += 1
-        if violating:
-            violating_times.setdefault(dev, []).append(time.time())
-        sent += 1
-        fixes += plan.batch
-        if link.sent % 16 == 0:
-            link.client.loop(timeout=0)
+        while sent < due:
+            i = sent % len(devices)
+            link = links[i % len(links)]
+            if link.sent - link.acked >= PUBLISH_WINDOW:
+                break  # this device's connection is full: wait for its PUBACKs
+            dev = devices[i]
+            violating = dev in plan.violators and elapsed >= plan.violate_after
+            lon, lat = _position(plan.homes[dev], violating)
+            if plan.batch == 1:
+                seqs[dev] += 1
+                payload = _fix_payload(seqs[dev], ts, lon, lat, rng)
+            else:
+                batch = []
+                for _ in range(plan.batch):
+                    seqs[dev] += 1
+                    batch.append(_fix(seqs[dev], ts, lon, lat, rng))
+                payload = orjson.dumps({"fixes": batch})
+            link.publish(topics[dev], payload)
+            dirty[id(link)] = link
+            if violating:
+                violating_times.setdefault(dev, []).append(time.time())
+            sent += 1
+            fixes += plan.batch
+        for x in dirty.values():
+            x.flush()
+        dirty.clear()
+        # full windows: wait for PUBACKs; else until the next publish is due (>= 1 ms, so
+        # that a round carries several publishes rather than one)
+        wait = 0.005 if sent < due else min(0.005, max(0.001, (sent + 1) / plan.rate - elapsed))
+        for key, _ in sel.select(wait):
+            key.data.read()
         if now >= next_report:
-            out.put(("progress", plan.index, sent, fixes, sum(x.acked[0] for x in links)))
+            out.put(("progress", plan.index, sent, fixes, sum(x.acked for x in links)))
             next_report = now + 1.0
+    ended = time.time()
     deadline = time.monotonic() + 30
-    while any(x.acked[0] < x.sent for x in links) and time.monotonic() < deadline:
-        for x in links:
-            x.client.loop(timeout=0.01)
+    while any(x.acked < x.sent for x in links) and time.monotonic() < deadline:
+        for key, _ in sel.select(0.05):
+            key.data.read()
     for x in links:
-        x.client.disconnect()
+        x.close()
+    sel.close()
     cpu = os.times()
-    out.put(("done", plan.index, sent, fixes, sum(x.acked[0] for x in links), violating_times,
-             cpu.user + cpu.system))
-
-
-class _Link:
-    """One publisher connection and its counts (a device keeps its connection)."""
-
-    def __init__(self, client) -> None:
-        self.client = client
-        self.sent = 0
-        self.acked = [0]
-        client.on_publish = lambda c, u, mid, rc, props: self.acked.__setitem__(
-            0, self.acked[0] + 1)
+    out.put(("done", plan.index, sent, fixes, sum(x.acked for x in links), violating_times,
+             cpu.user + cpu.system, ended))
 
 
 # --- measuring ---------------------------------------------------------------------------------
@@ -302,10 +452,10 @@ def _process_group(cmdline: str) -> str | None:
     return None
 
 
-def cpu_by_group() -> dict[str, float]:
-    """CPU-seconds (user + system) used so far by each group of processes on this machine."""
+def _proc_table() -> dict[int, tuple[int, str, float]]:
+    """pid -> (parent pid, command line, CPU-seconds user + system) of every process."""
     tick = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
+    table: dict[int, tuple[int, str, float]] = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
@@ -314,10 +464,46 @@ def cpu_by_group() -> dict[str, float]:
                 fields = fh.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
+        table[int(pid)] = (int(fields[1]), cmd, (int(fields[11]) + int(fields[12])) / tick)
+    return table
+
+
+def _descendants(table: dict[int, tuple[int, str, float]], roots: set[int]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = set(), [r for r in roots if r in table]
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out.add(pid)
+            todo.extend(children.get(pid, ()))
+    return out
+
+
+def cpu_by_group(roots: set[int] | None = None) -> dict[str, float]:
+    """CPU-seconds (user + system) used so far by each group of processes: those under
+    ``roots`` (this load test and the ``giamsat up`` it drives), else every process on this
+    machine that looks like ours (other work on a shared machine would then be counted)."""
+    table = _proc_table()
+    pids = _descendants(table, roots) if roots else set(table)
+    out: dict[str, float] = {}
+    for pid in pids:
+        _, cmd, cpu = table[pid]
         group = _process_group(cmd)
         if group:
-            out[group] = out.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+            out[group] = out.get(group, 0.0) + cpu
     return out
+
+
+def cpu_roots(settings: Settings) -> set[int] | None:
+    """This process and the ``giamsat up`` of the data directory (its up.pid), or None when
+    that is not known (a service run some other way: count by command line)."""
+    try:
+        up = int((settings.data_dir / "up.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return {os.getpid(), up} if os.path.exists(f"/proc/{up}") else None
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -400,25 +586,30 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     mqtt_url, db_url, metrics_url = _urls(args, settings)
     homes = fleet_homes(args.devices, args.seed)
     with psycopg.connect(db_url, autocommit=True) as conn:
-        _register(conn, homes)
-        time.sleep(3.0)  # let the worker reload the registry
+        if not args.no_register:
+            _register(conn, homes)
+            time.sleep(3.0)  # let the worker reload the registry
         return _drive(args, settings, conn, mqtt_url, metrics_url, homes)
 
 
 def _drive(args, settings, conn, mqtt_url, metrics_url, homes) -> int:
     watch = AlertWatch()
-    watcher = watch.start(mqtt_url)
+    watcher = watch.start(mqtt_url.split(",")[0])
     decided0 = _metric(metrics_url, "giamsat_decide_fixes_total")
     out: mp.Queue = mp.get_context("spawn").Queue()
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=publisher_main, args=(plan, out), daemon=True)
              for plan in _plans(args, mqtt_url, homes)]
-    cpu0 = cpu_by_group()
+    roots = cpu_roots(settings)
+    cpu0 = cpu_by_group(roots)
     t0 = time.time()
     for proc in procs:
         proc.start()
-    results, progress = _collect(out, procs, conn, t0, args)
-    t_pub_end = time.time()
+    results, progress, started = _collect(out, procs, conn, t0, args)
+    # the publishers' own start (connected) and end (last publish, before waiting for the
+    # last PUBACKs): process start-up is not publishing time
+    t_start = min(started, default=t0)
+    t_pub_end = max((r[7] for r in results), default=time.time())
     sent = sum(r[2] for r in results)
     fixes = sum(r[3] for r in results)
     acked = sum(r[4] for r in results)
@@ -427,19 +618,21 @@ def _drive(args, settings, conn, mqtt_url, metrics_url, homes) -> int:
         violating.update(r[5])
     stored_at_end = _count_stored(conn, t0 - 1)
     stored, t_caught_up = _settle(conn, t0, acked * args.batch, args.settle)
-    cpu1 = cpu_by_group()
+    cpu1 = cpu_by_group(roots)
     decided1 = _metric(metrics_url, "giamsat_decide_fixes_total")
     time.sleep(1.0)
     watcher.loop_stop()  # type: ignore[attr-defined]
     lat = _latencies(watch, violating, settings.confirm_fixes)
     _report_cpu(cpu0, cpu1, t_caught_up - t0, stored, sum(r[6] for r in results))
-    return _report(args, sent, fixes, acked, stored, stored_at_end, t0, t_pub_end, t_caught_up,
+    return _report(args, sent, fixes, acked, stored, stored_at_end, t_start, t_pub_end,
+                   t_caught_up,
                    lat, len(violating), _count_dead(conn, t0 - 1), decided0, decided1, progress)
 
 
 def _collect(out: mp.Queue, procs: list, conn: psycopg.Connection, t0: float,
-             args: argparse.Namespace) -> tuple[list, list]:
+             args: argparse.Namespace) -> tuple[list, list, list[float]]:
     latest: dict[int, tuple] = {}
+    started: list[float] = []
     results: list = []
     samples: list[tuple[float, int]] = []
     next_count = time.time() + 2.0
@@ -450,7 +643,9 @@ def _collect(out: mp.Queue, procs: list, conn: psycopg.Connection, t0: float,
             if not any(p.is_alive() for p in procs):
                 break
             msg = None
-        if msg and msg[0] == "progress":
+        if msg and msg[0] == "started":
+            started.append(msg[2])
+        elif msg and msg[0] == "progress":
             latest[msg[1]] = msg
         elif msg and msg[0] == "done":
             results.append(msg)
@@ -469,7 +664,7 @@ def _collect(out: mp.Queue, procs: list, conn: psycopg.Connection, t0: float,
         print()
     for p in procs:
         p.join(5)
-    return results, samples
+    return results, samples, started
 
 
 def _settle(conn: psycopg.Connection, t0: float, expected: int, limit_s: float) -> tuple[int, float]:

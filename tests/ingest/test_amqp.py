@@ -6,6 +6,8 @@ the broker kill -9 drill runs a node of its own."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from embedded.services import EmbeddedRabbitMQ, free_port
-from ingest.amqp import AckWindow, connection_parameters, declare_topology, queue_name
+from ingest.amqp import (
+    AckWindow,
+    AmqpConsumer,
+    connection_parameters,
+    declare_topology,
+    queue_name,
+    wait_connected,
+)
 from ingest.records import StoredBatch
 from ingest.service import IngestService
 from simulators import messages as m
@@ -69,6 +78,106 @@ class Ingest:
 
     def __exit__(self, *exc: object) -> None:
         self.svc.stop(timeout_s=10)
+
+
+def test_deliveries_read_from_the_frames_arrive_whole_in_order_and_ack(
+        rabbitmq: RabbitVhost) -> None:
+    """The consumer reads deliveries from pika's frame buffer itself (FastDeliveries): a body
+    split over several frames (frame_max 128 KiB), an empty one and many small ones arrive
+    whole, in order, with their routing keys and delivery tags; acked, they leave the queue."""
+    declare(rabbitmq.amqp_url)
+    big = bytes(range(256)) * 1200  # 307,200 bytes: three body frames
+    bodies = [b'{"seq":%d}' % i for i in range(3000)]
+    bodies[10], bodies[20] = big, b""
+    conn = pika.BlockingConnection(connection_parameters(rabbitmq.amqp_url))
+    ch = conn.channel()
+    for i, body in enumerate(bodies):
+        ch.basic_publish("amq.topic", f"em.v1.dev.fr-{i % 7}.fix", body,
+                         pika.BasicProperties(delivery_mode=2))
+    conn.close()
+    consumer = AmqpConsumer(rabbitmq.amqp_url, prefetch=500)
+    consumer.start()
+    try:
+        assert wait_connected(consumer, 15)
+        items = []
+        while len(items) < len(bodies):
+            items.append(consumer.queue.get(timeout=15))
+            if len(items) % 250 == 0:
+                consumer.ack(items[-250:])  # prefetch 500: acks keep it flowing
+        assert [it.payload for it in items] == bodies
+        assert [it.topic for it in items] == [f"em/v1/dev/fr-{i % 7}/fix" for i in range(3000)]
+        assert [it.ack_id for it in items] == list(range(1, 3001))
+        assert consumer.routes == {f"em.v1.dev.fr-{k}.fix": 0 for k in range(7)}
+        assert consumer.active == {0}
+    finally:
+        consumer.disconnect()
+    assert wait_for(lambda: queue_depth(rabbitmq.amqp_url) == 0, 10)
+
+
+def test_a_stream_of_deliveries_keeps_the_connection_alive(rabbitmq: RabbitVhost) -> None:
+    """While deliveries stream in, the broker sends no heartbeat frames: pika's heartbeat check
+    must still see data arriving (FastDeliveries counts the bytes it reads), or it would drop
+    the connection as dead after two heartbeat intervals."""
+    declare(rabbitmq.amqp_url)
+    consumer = AmqpConsumer(rabbitmq.amqp_url, prefetch=1000)
+    for params in consumer.nodes:
+        params.heartbeat = 2  # pika checks every 2 + 5 s
+    consumer.start()
+    stop = threading.Event()
+
+    def publish() -> None:
+        conn = pika.BlockingConnection(connection_parameters(rabbitmq.amqp_url))
+        ch = conn.channel()
+        while not stop.is_set():
+            for i in range(20):
+                ch.basic_publish("amq.topic", f"em.v1.dev.hb-{i}.fix", b"{}")
+            conn.sleep(0.01)
+        conn.close()
+
+    publisher = threading.Thread(target=publish)
+    try:
+        assert wait_connected(consumer, 15)
+        generation = consumer._generation
+        publisher.start()
+        got = 0
+        deadline = time.monotonic() + 17
+        while time.monotonic() < deadline:
+            items = [consumer.queue.get(timeout=5)]
+            while not consumer.queue.empty():
+                items.append(consumer.queue.get_nowait())
+            consumer.ack(items)
+            got += len(items)
+        assert got > 5000
+        assert consumer._generation == generation, "the connection was dropped and reopened"
+    finally:
+        stop.set()
+        if publisher.is_alive():
+            publisher.join(10)
+        consumer.disconnect()
+
+
+def test_changing_the_shard_count_routes_every_message_once(rabbitmq: RabbitVhost) -> None:
+    """One shard: its queue is bound to amq.topic directly; more: through the consistent-hash
+    exchange. Re-declaring with another count swaps the route: each device message then lands
+    in exactly one queue, none is dropped or doubled."""
+    declare(rabbitmq.amqp_url, 2)  # both queues exist (a smaller count leaves them bound)
+
+    def publish_and_count(shards: int) -> list[int]:
+        declare(rabbitmq.amqp_url, shards)
+        conn = pika.BlockingConnection(connection_parameters(rabbitmq.amqp_url))
+        ch = conn.channel()
+        for q in range(2):
+            ch.queue_purge(queue_name(q))
+        ch.confirm_delivery()
+        for i in range(200):
+            ch.basic_publish("amq.topic", f"em.v1.dev.sc-{i}.fix", b"{}", mandatory=True)
+        conn.close()
+        return [queue_depth(rabbitmq.amqp_url, q) for q in range(2)]
+
+    assert publish_and_count(1) == [200, 0]
+    two = publish_and_count(2)
+    assert sum(two) == 200 and min(two) > 0
+    assert publish_and_count(1) == [200, 0]
 
 
 @pytest.fixture
