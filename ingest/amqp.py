@@ -150,6 +150,9 @@ _DELIVER = b"\x00\x3c\x00\x3c"  # a Basic.Deliver method frame's payload starts 
 _FRAME = struct.Struct(">BHI")  # frame type, channel, payload size (then payload, 0xCE)
 
 
+_PIKA_INTERNALS = ("_on_data_available", "_frame_buffer", "_process_frame", "bytes_received")
+
+
 class FastDeliveries:
     """Takes a consuming channel's deliveries straight from pika's frame buffer.
 
@@ -169,6 +172,20 @@ class FastDeliveries:
         self._channel = channel.channel_number
         self._on_delivery = on_delivery
         self._impl._on_data_available = self.data_available
+
+    @classmethod
+    def install(cls, conn: pika.BlockingConnection, channel: BlockingChannel,
+                on_delivery: Callable[[str, int, str, bytes], None]) -> bool:
+        """Take over the connection's deliveries if this pika has the internals read here (the
+        tested 1.4 series); otherwise leave them to pika's consumer callbacks, slower but the
+        same deliveries."""
+        impl = getattr(conn, "_impl", None)
+        if not all(hasattr(impl, name) for name in _PIKA_INTERNALS):
+            log.warning("pika %s lacks the internals the fast delivery path reads; using "
+                        "pika's callbacks", getattr(pika, "__version__", "?"))
+            return False
+        cls(conn, channel, on_delivery)
+        return True
 
     def data_available(self, data_in: bytes) -> None:
         impl = self._impl
@@ -308,7 +325,7 @@ class AmqpConsumer:
             self._conn, self._channel, self._window = conn, channel, AckWindow()
             self.active = set()
         self._shard_of = {}
-        FastDeliveries(conn, channel, self._fast_delivery)
+        FastDeliveries.install(conn, channel, self._fast_delivery)
         own = self.worker_index
         self._consume(channel, own)
         standby = [s for s in range(self.shards) if s != own]

@@ -80,11 +80,15 @@ class Ingest:
         self.svc.stop(timeout_s=10)
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["frames", "pika-callbacks"])
 def test_deliveries_read_from_the_frames_arrive_whole_in_order_and_ack(
-        rabbitmq: RabbitVhost) -> None:
+        rabbitmq: RabbitVhost, fast: bool, monkeypatch, caplog) -> None:
     """The consumer reads deliveries from pika's frame buffer itself (FastDeliveries): a body
     split over several frames (frame_max 128 KiB), an empty one and many small ones arrive
-    whole, in order, with their routing keys and delivery tags; acked, they leave the queue."""
+    whole, in order, with their routing keys and delivery tags; acked, they leave the queue.
+    A pika without the internals it reads gets the same through pika's own callbacks."""
+    if not fast:
+        monkeypatch.setattr("ingest.amqp._PIKA_INTERNALS", ("_no_such_internal",))
     declare(rabbitmq.amqp_url)
     big = bytes(range(256)) * 1200  # 307,200 bytes: three body frames
     bodies = [b'{"seq":%d}' % i for i in range(3000)]
@@ -109,6 +113,7 @@ def test_deliveries_read_from_the_frames_arrive_whole_in_order_and_ack(
         assert [it.ack_id for it in items] == list(range(1, 3001))
         assert consumer.routes == {f"em.v1.dev.fr-{k}.fix": 0 for k in range(7)}
         assert consumer.active == {0}
+        assert ("fast delivery path" in caplog.text) is not fast
     finally:
         consumer.disconnect()
     assert wait_for(lambda: queue_depth(rabbitmq.amqp_url) == 0, 10)
