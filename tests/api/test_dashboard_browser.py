@@ -623,10 +623,11 @@ def test_a_refresh_brings_the_officers_new_unit(browser, db_url: str, seeded: Se
 
         def moved(_) -> bool:
             ActionChains(d).send_keys(Keys.SHIFT).perform()  # at work: the token is refreshed
-            return "CAX-T0102" in d.find_element(By.ID, "who").text
+            # the line shows the unit's code at once and its name once the units are loaded
+            return "Bên cạnh" in d.find_element(By.ID, "who").text
 
         WebDriverWait(d, 15, poll_frequency=0.5).until(moved)
-        assert "Bên cạnh" in d.find_element(By.ID, "who").text
+        assert "CAX-T0102" in d.find_element(By.ID, "who").text
         assert d.find_element(By.ID, "login-view").get_attribute("hidden") is not None
         wait.until(lambda _: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
 

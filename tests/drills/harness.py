@@ -326,11 +326,15 @@ class Sent:
         return [k for k, i in zip(self.keys, self.infos, strict=True) if not broker_acked(i)]
 
 
-def mqtt_client(host: str, port: int, client_id: str) -> mqtt.Client:
+def mqtt_client(host: str, port: int, client_id: str,
+                login: tuple[str, str] | None = None) -> mqtt.Client:
     """A device-side paho client: QoS 1, many in flight, unbounded queue (kept while the
-    broker is away, sent after paho reconnects by itself)."""
+    broker is away, sent after paho reconnects by itself). `login` is set before the first
+    connect."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                          protocol=mqtt.MQTTv311, clean_session=True)
+    if login is not None:
+        client.username_pw_set(*login)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     client.reconnect_delay_set(0.2, 1)
@@ -348,9 +352,10 @@ class Publisher(threading.Thread):
     own thread, and records which publishes the broker acknowledged (`sent`)."""
 
     def __init__(self, host: str, port: int, client_id: str,
-                 messages: Sequence[tuple[str, bytes, object]], rate: float) -> None:
+                 messages: Sequence[tuple[str, bytes, object]], rate: float,
+                 login: tuple[str, str] | None = None) -> None:
         super().__init__(name=f"publisher-{client_id}", daemon=True)
-        self.client = mqtt_client(host, port, client_id)
+        self.client = mqtt_client(host, port, client_id, login)
         self.messages = messages
         self.rate = rate
         self.sent = Sent()

@@ -28,6 +28,8 @@ from tests.drills.harness import (
     assert_exactly_once,
     fix_stream,
     ledger,
+    mqtt_client,
+    wait_connected,
     wait_drained,
     wait_for,
 )
@@ -35,6 +37,7 @@ from tests.drills.harness import (
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 SHARDS = 2
+LOGIN = ("guest", "guest")
 PROBES = 6  # devices kept out of the stream: each carries one violation
 ALERT_WITHIN_S = 30.0
 
@@ -67,6 +70,14 @@ class ClusterStack(Stack):
         # the service's queues, declared on node 0 (which then leads them) before any device
         with pika.BlockingConnection(connection_parameters(self.amqp_url(0))) as conn:
             declare_topology(conn.channel(), SHARDS)
+        # a node that joined the cluster restarted its listeners: each must take a device again
+        for node in self.nodes:
+            probe = mqtt_client("127.0.0.1", node.mqtt_port, f"probe-{node.nodename}", LOGIN)
+            try:
+                wait_connected(probe, 60)
+            finally:
+                probe.disconnect()
+                probe.loop_stop()
 
     def close(self, keep: bool = False) -> None:
         for w in self.workers:
@@ -135,8 +146,7 @@ class _NoBroker:
 
 
 def _publish(port: int, client_id: str, messages, rate: float) -> Publisher:
-    p = Publisher("127.0.0.1", port, client_id, messages, rate)
-    p.client.username_pw_set("guest", "guest")
+    p = Publisher("127.0.0.1", port, client_id, messages, rate, login=LOGIN)
     p.start()
     return p
 
