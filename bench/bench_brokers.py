@@ -35,7 +35,7 @@ import pika  # noqa: E402
 
 from embedded.services import EmbeddedRabbitMQ, free_port, node_name  # noqa: E402
 from ingest.amqp import connection_parameters, declare_topology  # noqa: E402
-from simulators.loadtest import cpu_by_group  # noqa: E402
+from simulators.loadtest import cpu_by_process, cpu_used  # noqa: E402
 
 FIGURES = ("stored", "decided", "p50", "p99")
 
@@ -119,11 +119,11 @@ def run_one(broker: str, args: argparse.Namespace) -> tuple[str, dict[str, float
         subprocess.run([*cmd, "--rate", "500", "--duration", "5"], env=env, cwd=REPO,
                        capture_output=True, text=True)
         time.sleep(args.warmup)
-        cpu0, ru0 = cpu_by_group({os.getpid()}), resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu0, ru0 = cpu_by_process({os.getpid()}), resource.getrusage(resource.RUSAGE_CHILDREN)
         res = subprocess.run([*cmd, "--rate", str(args.rate), "--duration", str(args.duration),
                               "--no-register"], env=env, cwd=REPO, capture_output=True, text=True)
-        cpu1, ru1 = cpu_by_group({os.getpid()}), resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = {g: cpu1[g] - cpu0.get(g, 0.0) for g in cpu1}
+        cpu1, ru1 = cpu_by_process({os.getpid()}), resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = cpu_used(cpu0, cpu1)
         # the load test and its publishers have exited: their CPU is in our children's usage
         cpu["loadtest (publishers)"] = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime +
                                                                         ru0.ru_stime)

@@ -481,18 +481,31 @@ def _descendants(table: dict[int, tuple[int, str, float]], roots: set[int]) -> s
     return out
 
 
-def cpu_by_group(roots: set[int] | None = None) -> dict[str, float]:
-    """CPU-seconds (user + system) used so far by each group of processes: those under
+def cpu_by_process(roots: set[int] | None = None) -> dict[int, tuple[str, float]]:
+    """pid -> (group, CPU-seconds user + system so far) of our processes: those under
     ``roots`` (this load test and the ``giamsat up`` it drives), else every process on this
     machine that looks like ours (other work on a shared machine would then be counted)."""
     table = _proc_table()
     pids = _descendants(table, roots) if roots else set(table)
-    out: dict[str, float] = {}
+    out: dict[int, tuple[str, float]] = {}
     for pid in pids:
         _, cmd, cpu = table[pid]
         group = _process_group(cmd)
         if group:
-            out[group] = out.get(group, 0.0) + cpu
+            out[pid] = (group, cpu)
+    return out
+
+
+def cpu_used(before: dict[int, tuple[str, float]],
+             after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU-seconds used between two ``cpu_by_process`` readings, by group: per process, so a
+    process that started meanwhile counts from zero and one that exited counts nothing (a
+    difference of group totals would go negative when another test's worker exits)."""
+    out: dict[str, float] = {}
+    for pid, (group, cpu) in after.items():
+        was = before.get(pid)
+        used = cpu - (was[1] if was is not None and was[0] == group else 0.0)
+        out[group] = out.get(group, 0.0) + max(0.0, used)
     return out
 
 
@@ -601,7 +614,7 @@ def _drive(args, settings, conn, mqtt_url, metrics_url, homes) -> int:
     procs = [ctx.Process(target=publisher_main, args=(plan, out), daemon=True)
              for plan in _plans(args, mqtt_url, homes)]
     roots = cpu_roots(settings)
-    cpu0 = cpu_by_group(roots)
+    cpu0 = cpu_by_process(roots)
     t0 = time.time()
     for proc in procs:
         proc.start()
@@ -618,7 +631,7 @@ def _drive(args, settings, conn, mqtt_url, metrics_url, homes) -> int:
         violating.update(r[5])
     stored_at_end = _count_stored(conn, t0 - 1)
     stored, t_caught_up = _settle(conn, t0, acked * args.batch, args.settle)
-    cpu1 = cpu_by_group(roots)
+    cpu1 = cpu_by_process(roots)
     decided1 = _metric(metrics_url, "giamsat_decide_fixes_total")
     time.sleep(1.0)
     watcher.loop_stop()  # type: ignore[attr-defined]
@@ -676,17 +689,16 @@ def _settle(conn: psycopg.Connection, t0: float, expected: int, limit_s: float) 
     return stored, time.time()
 
 
-def _report_cpu(cpu0: dict[str, float], cpu1: dict[str, float], wall_s: float,
-                stored: int, publishers_cpu: float) -> None:
-    # the publishers have exited by now: they report their own CPU
-    cpu1 = {**cpu1, "loadtest (publishers)": cpu0.get("loadtest (publishers)", 0.0) +
-            publishers_cpu}
+def _report_cpu(cpu0: dict[int, tuple[str, float]], cpu1: dict[int, tuple[str, float]],
+                wall_s: float, stored: int, publishers_cpu: float) -> None:
+    used = cpu_used(cpu0, cpu1)
+    # the publishers have exited by now: they reported their own CPU
+    used["loadtest (publishers)"] = used.get("loadtest (publishers)", 0.0) + publishers_cpu
     print(f"\nCPU over {wall_s:.1f} s (seconds, and share of one core):")
-    for group in sorted(cpu1):
-        used = cpu1[group] - cpu0.get(group, 0.0)
-        if used > 0.001:  # an efficient worker spends ~0.05 s on a short run: show it
-            print(f"  {group:<24} {used:7.1f} s  {used / wall_s * 100:5.0f} %"
-                  f"  ({used / max(1, stored) * 1000:.3f} s per 1,000 fixes)")
+    for group in sorted(used):
+        if used[group] > 0.001:  # an efficient worker spends ~0.05 s on a short run: show it
+            print(f"  {group:<24} {used[group]:7.1f} s  {used[group] / wall_s * 100:5.0f} %"
+                  f"  ({used[group] / max(1, stored) * 1000:.3f} s per 1,000 fixes)")
 
 
 def _report(args, sent, fixes, acked, stored, stored_at_end, t0, t_pub_end, t_caught_up, lat,

@@ -218,6 +218,8 @@ def test_fixes_published_over_mqtt_are_stored_once_and_acked(
         assert wait_for(lambda: count(db, "SELECT count(*) FROM dead_letters") == 1, 10)
         assert count(db, "SELECT count(*) FROM heartbeats") == 1
         assert wait_for(lambda: svc.totals["messages"] == len(mids), 10)
+        # handed on after the commit and the counts: wait for the last batch to be
+        assert wait_for(lambda: sum(len(b) for b in ing.batches) == 200, 10)
         # each device's fixes reached the next stage in publish order
         seqs = [(d, s) for b in ing.batches for d, s in zip(b.device_id, b.seq, strict=True)]
         for d in devices:
