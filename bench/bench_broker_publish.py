@@ -30,6 +30,7 @@ from embedded.services import (  # noqa: E402
     EmbeddedRabbitMQ,
     free_port,
     node_name,
+    start_cluster,
 )
 from ingest.amqp import connection_parameters, declare_topology  # noqa: E402
 
@@ -98,14 +99,10 @@ def rabbit_nodes(base: Path, count: int) -> list[EmbeddedRabbitMQ]:
     names = tuple(node_name(m) for m, _, _ in ports) if count > 1 else ()
     nodes = [EmbeddedRabbitMQ(base / f"n{i}", m, a, dist_port=d, cluster_nodes=names)
              for i, (m, a, d) in enumerate(ports)]
-    threads = [threading.Thread(target=n.start, kwargs={"timeout_s": 120}) for n in nodes]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
     if count > 1:
-        while nodes[0].ctl("cluster_status").count("@localhost") < 2 * count:
-            time.sleep(1)
+        start_cluster(nodes)
+    else:
+        nodes[0].start(timeout_s=120)
     url = f"amqp://guest:guest@127.0.0.1:{nodes[0].amqp_port}/"
     with pika.BlockingConnection(connection_parameters(url)) as conn:
         declare_topology(conn.channel(), 1)

@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -33,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 import pika  # noqa: E402
 
-from embedded.services import EmbeddedRabbitMQ, free_port, node_name  # noqa: E402
+from embedded.services import EmbeddedRabbitMQ, free_port, node_name, start_cluster  # noqa: E402
 from ingest.amqp import connection_parameters, declare_topology  # noqa: E402
 from simulators.loadtest import cpu_by_process, cpu_used  # noqa: E402
 
@@ -66,16 +65,7 @@ def cluster(data: Path, shards: int) -> list[EmbeddedRabbitMQ]:
     names = tuple(node_name(m) for m, _, _ in ports)
     nodes = [EmbeddedRabbitMQ(data / f"rabbit{i}", m, a, dist_port=d, cluster_nodes=names)
              for i, (m, a, d) in enumerate(ports)]
-    threads = [threading.Thread(target=n.start, kwargs={"timeout_s": 120}) for n in nodes]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    deadline = time.monotonic() + 90
-    while nodes[0].ctl("cluster_status").count("@localhost") < 6:
-        if time.monotonic() > deadline:
-            raise SystemExit("the three RabbitMQ nodes did not form a cluster")
-        time.sleep(1)
+    start_cluster(nodes)
     with pika.BlockingConnection(connection_parameters(_amqp(nodes[0]))) as conn:
         declare_topology(conn.channel(), shards)  # after the join: a replica on each node
     return nodes

@@ -25,6 +25,7 @@ import signal
 import socket
 import stat
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -697,3 +698,24 @@ class EmbeddedRabbitMQ:
 def node_name(mqtt_port: int) -> str:
     """The Erlang node name of the embedded broker whose MQTT listener is on ``mqtt_port``."""
     return f"giamsat-{mqtt_port}@localhost"
+
+
+def start_cluster(nodes: list[EmbeddedRabbitMQ], timeout_s: float = 120.0) -> None:
+    """Start clustered nodes (each made with ``cluster_nodes`` naming them all) and return once
+    they have formed one cluster. The first boots alone, the others then at once into its
+    cluster: the MQTT plugin's client-id tracker (a Ra cluster) is made by the first node and
+    joined by nodes that boot into a formed cluster; nodes booting together can each make
+    their own, and a node then never answers a device's CONNECT."""
+    nodes[0].start(timeout_s=timeout_s)
+    threads = [threading.Thread(target=n.start, kwargs={"timeout_s": timeout_s})
+               for n in nodes[1:]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    deadline = time.monotonic() + timeout_s
+    while not (all(n.alive() for n in nodes)
+               and nodes[0].ctl("cluster_status").count("@localhost") >= 2 * len(nodes)):
+        if time.monotonic() > deadline:
+            raise ServiceError(f"the {len(nodes)} RabbitMQ nodes did not form a cluster")
+        time.sleep(1.0)

@@ -10,14 +10,13 @@ broker PUBACKed is stored exactly once; a violation published after each kill al
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from pathlib import Path
 
 import pika
 import pytest
 
-from embedded.services import EmbeddedRabbitMQ, free_port, node_name
+from embedded.services import EmbeddedRabbitMQ, free_port, node_name, start_cluster
 from ingest.amqp import connection_parameters, declare_topology, queue_name
 from simulators import messages as sim
 from tests.drills.harness import (
@@ -58,19 +57,7 @@ class ClusterStack(Stack):
     def start(self) -> None:
         self.mqtt = _NoBroker()  # type: ignore[assignment]
         super().start()
-        # the first node boots alone: the MQTT plugin's client-id tracker (a Ra cluster) is
-        # made by the first node and joined by those that boot into a formed cluster; three
-        # concurrent boots can each make their own, and a node then never answers a CONNECT
-        self.nodes[0].start(timeout_s=120)
-        threads = [threading.Thread(target=n.start, kwargs={"timeout_s": 120})
-                   for n in self.nodes[1:]]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wait_for(lambda: all(n.alive() for n in self.nodes) and
-                 self.nodes[0].ctl("cluster_status").count("@localhost") >= 6, 60,
-                 "the three nodes to form a cluster", every_s=1.0)
+        start_cluster(self.nodes)
         # the service's queues, declared on node 0 (which then leads them) before any device
         with pika.BlockingConnection(connection_parameters(self.amqp_url(0))) as conn:
             declare_topology(conn.channel(), SHARDS)
