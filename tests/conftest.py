@@ -15,10 +15,14 @@ rows (e.g. 2.17.2), to check that giamsat refuses it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import shutil
+import signal
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +43,7 @@ from schema import connect, migrate
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "vn"
+RUN_DIR = pytest.StashKey[Path]()
 
 
 # --- scheduling in parallel workers -------------------------------------------------------------
@@ -232,18 +237,30 @@ class RabbitVhost:
 class EarlyNode:
     """The session's RabbitMQ node, booting in a thread of its own from the end of collection
     when a collected test will use it: its boot (about ten seconds, mostly waiting) overlaps
-    the first tests instead of holding up the first test that needs it."""
+    the first tests instead of holding up the first test that needs it.
 
-    def __init__(self) -> None:
-        self.base = Path(tempfile.mkdtemp(prefix="giamsat-test-rabbitmq-"))
-        self.node = EmbeddedRabbitMQ(self.base, free_port(), free_port(), dist_port=free_port())
+    Under xdist the node is shared by all the workers (each test has a virtual host of its own,
+    so they do not meet): booting one costs about eight seconds of CPU, which four workers
+    would each spend. The first worker to need it boots it under a lock in the run's directory
+    and describes it there; the others wait on the lock and read the description; the
+    controller stops it once every worker is done (``pytest_unconfigure``)."""
+
+    def __init__(self, run_dir: Path | None = None) -> None:
+        self.run_dir = run_dir
+        self.base = Path(tempfile.mkdtemp(prefix="giamsat-test-rabbitmq-")) if run_dir is None \
+            else run_dir / "rabbitmq"
+        self.node: EmbeddedRabbitMQ | None = None
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._boot, name="rabbitmq-boot", daemon=True)
         self.thread.start()
 
     def _boot(self) -> None:
         try:
-            self.node.start()
+            if self.run_dir is None:
+                self.node = _new_node(self.base)
+                self.node.start()
+            else:
+                self.node = _shared_node(self.run_dir, self.base)
         except BaseException as exc:  # noqa: BLE001 - raised in the fixture that needs it
             self.error = exc
 
@@ -251,22 +268,95 @@ class EarlyNode:
         self.thread.join()
         if self.error is not None:
             raise self.error
+        assert self.node is not None
         return self.node
 
     def stop(self) -> None:
         self.thread.join()
-        self.node.stop()
-        shutil.rmtree(self.base, ignore_errors=True)
+        if self.run_dir is None and self.node is not None:  # a shared node is the controller's
+            self.node.stop()
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _new_node(base: Path) -> EmbeddedRabbitMQ:
+    return EmbeddedRabbitMQ(base, free_port(), free_port(), dist_port=free_port())
+
+
+def _shared_node(run_dir: Path, base: Path) -> EmbeddedRabbitMQ:
+    """The run's shared node: booted here if no worker has yet (under the run's lock)."""
+    described = run_dir / "rabbitmq.json"
+    with open(run_dir / "rabbitmq.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if described.exists():
+            d = json.loads(described.read_text())
+            return EmbeddedRabbitMQ(base, d["mqtt_port"], d["amqp_port"], dist_port=d["dist_port"])
+        node = _new_node(base)
+        node.start()
+        assert node.proc is not None
+        described.write_text(json.dumps({"mqtt_port": node.mqtt_port, "amqp_port": node.amqp_port,
+                                         "dist_port": node.dist_port, "pgid": node.proc.pid}))
+        return node
+
+
+def _stop_shared_node(run_dir: Path) -> None:
+    """Stop the run's shared node (if a worker booted one) and wait until it is gone: the
+    worker that started it may have exited, so it is found by its process group."""
+    described = run_dir / "rabbitmq.json"
+    if described.exists():
+        pgid = json.loads(described.read_text())["pgid"]
+        for sig, wait_s in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+            deadline = time.monotonic() + wait_s
+            while _group_alive(pgid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not _group_alive(pgid):
+                break
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a process of group ``pgid`` runs (zombies left to an init that does not reap
+    them do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
 
 
 _early_node: list[EarlyNode] = []
+
+
+def pytest_configure(config) -> None:
+    """The xdist controller makes the directory its workers share (see ``EarlyNode``)."""
+    if not hasattr(config, "workerinput") and getattr(config.option, "numprocesses", None):
+        run_dir = Path(tempfile.mkdtemp(prefix="giamsat-test-run-"))
+        run_dir.chmod(0o755)
+        config.stash[RUN_DIR] = run_dir
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist: tell each worker the run's directory."""
+    run_dir = node.config.stash.get(RUN_DIR, None)
+    if run_dir is not None:
+        node.workerinput["giamsat_run_dir"] = str(run_dir)
+
+
+def pytest_unconfigure(config) -> None:
+    run_dir = config.stash.get(RUN_DIR, None)
+    if run_dir is not None:
+        _stop_shared_node(run_dir)
 
 
 def pytest_collection_finish(session) -> None:
     if session.config.option.collectonly:
         return
     if any("rabbitmq_node" in getattr(item, "fixturenames", ()) for item in session.items):
-        _early_node.append(EarlyNode())
+        shared = getattr(session.config, "workerinput", {}).get("giamsat_run_dir")
+        _early_node.append(EarlyNode(Path(shared) if shared else None))
 
 
 def pytest_sessionfinish(session) -> None:
@@ -275,9 +365,12 @@ def pytest_sessionfinish(session) -> None:
 
 
 @pytest.fixture(scope="session")
-def rabbitmq_node() -> Iterator[EmbeddedRabbitMQ]:
+def rabbitmq_node(request) -> Iterator[EmbeddedRabbitMQ]:
     """One RabbitMQ node (MQTT plugin, quorum queues) for the session, user guest/guest."""
-    early = _early_node.pop() if _early_node else EarlyNode()
+    if not _early_node:
+        shared = getattr(request.config, "workerinput", {}).get("giamsat_run_dir")
+        _early_node.append(EarlyNode(Path(shared) if shared else None))
+    early = _early_node.pop()
     try:
         yield early.booted()
     finally:
