@@ -3,6 +3,7 @@
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -82,11 +83,16 @@ def _stored_fixes(base: str) -> float:
     return float(m[1]) if m else 0.0
 
 
-def test_up_demo_runs_and_stops_cleanly():
+def test_up_demo_runs_ctrl_c_stops_it_cleanly_and_kill_9_leaves_no_child():
     """As a user runs the README's first command: from a clone in a private (0700) directory,
     as root or not, on a machine whose broker and database ports are taken already. The
     embedded services move to free ports and say so, the fleet follows them, and a violation
-    shows as an alert soon after the start."""
+    shows as an alert soon after the start.
+
+    Ctrl-C in a terminal signals the whole foreground group: ``up`` alone acts on it and stops
+    its children in order, so the worker stores every message the simulator saw acknowledged,
+    and every child and embedded service is gone. Started again and killed -9, ``up`` takes its
+    children with it. (One start-up serves both: a cold start costs seconds of CPU.)"""
     data = Path(tempfile.mkdtemp(prefix="giamsat-up-"))  # 0700, as mktemp -d makes it
     http = free_port()
     env = _up_env(data, http, default_ports=True)
@@ -94,28 +100,73 @@ def test_up_demo_runs_and_stops_cleanly():
     clone = data / "clone"
     clone.mkdir()
     base = f"http://127.0.0.1:{http}"
-    with _taken(1883, 55432), open(data / "up.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "giamsat", "up", "--demo"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, cwd=clone)
-        try:
-            _check_demo(data, base, proc)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(60)
-    out = (data / "up.log").read_text()
     shared = shared_pg_base(clone / ".giamsat")
+    children: list[str] = []
+    proc: subprocess.Popen | None = None
     try:
-        assert code == 0, out[-3000:]
-        assert "Traceback" not in out, out[-3000:]
-        # every child and embedded service is gone
-        for path in (data, shared):
-            leftovers = subprocess.run(["pgrep", "-f", str(path)], capture_output=True,
-                                       text=True)
-            assert leftovers.stdout.strip() == "", leftovers.stdout
-    finally:
-        import shutil
+        with _taken(1883, 55432):
+            with open(data / "up.log", "wb") as log:
+                proc = subprocess.Popen([sys.executable, "-m", "giamsat", "up", "--demo"],
+                                        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=clone,
+                                        start_new_session=True)
+                try:
+                    _check_demo(data, base, proc)
+                    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+                    code = proc.wait(60)
+                finally:
+                    if proc.poll() is None:
+                        os.killpg(proc.pid, signal.SIGKILL)
+            out = (data / "up.log").read_text()
+            assert code == 0, out[-3000:]
+            assert "Traceback" not in out, out[-3000:]
+            acked = re.search(r"^simulated \d+ devices for [\d.]+ s: sent \d+ messages .*, "
+                              r"acked (\d+),", out, re.M)
+            stored = re.search(r"ingest stopped: \{'messages': (\d+),", out)
+            assert acked and stored, out[-3000:]
+            assert int(stored[1]) == int(acked[1]), out[-3000:]
+            # every child and embedded service is gone
+            for path in (data, shared):
+                leftovers = subprocess.run(["pgrep", "-f", str(path)], capture_output=True,
+                                           text=True)
+                assert leftovers.stdout.strip() == "", leftovers.stdout
 
+            # killed -9: the worker, the API and the simulator go too (the embedded servers run
+            # in sessions of their own and are found again by the next start)
+            with open(data / "up2.log", "wb") as log:
+                proc = subprocess.Popen([sys.executable, "-m", "giamsat", "up", "--demo"],
+                                        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=clone,
+                                        start_new_session=True)
+                _wait(lambda: _ready(base), 120, "/readyz after a restart")
+
+                def supervised() -> list[str] | None:  # worker, api, simulator (not the servers)
+                    assert proc is not None
+                    pids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                          text=True).stdout.split()
+                    found = []
+                    for pid in pids:
+                        with contextlib.suppress(OSError):  # gone meanwhile
+                            if b"-m\0giamsat\0" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                                found.append(pid)
+                    return found if len(found) == 3 else None
+
+                children = _wait(supervised, 60, "up's three children")
+                proc.kill()
+                proc.wait(10)
+                _wait(lambda: all(not Path(f"/proc/{pid}").exists() for pid in children), 30,
+                      "the children to exit after up was killed")
+    finally:
+        if proc is not None and proc.poll() is None:  # the test failed before killing it
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in children:  # had they outlived up, they must not outlive the test
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
+        for path in (data, shared):
+            subprocess.run(["pkill", "-f", str(path)])
+            _wait(lambda p=path: subprocess.run(["pgrep", "-f", str(p)], capture_output=True,
+                                                text=True).stdout.strip() == "", 30,
+                  "the servers to stop")
         shutil.rmtree(shared, ignore_errors=True)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def _check_demo(data: Path, base: str, proc: subprocess.Popen) -> None:
@@ -141,70 +192,6 @@ def _check_demo(data: Path, base: str, proc: subprocess.Popen) -> None:
     # the demo's `away` person is out of their residence from the fleet's first fixes
     admin_auth = {"Authorization": f"Bearer {admin.json()['access_token']}"}
     _wait(lambda: _alerts(base, admin_auth, "zone_exit"), 90, "the demo's first zone alert")
-
-
-def test_ctrl_c_stops_the_fleet_before_the_worker_and_kill_9_leaves_no_child():
-    """Ctrl-C in a terminal signals the whole foreground group: ``up`` alone acts on it and
-    stops its children in order, so the worker stores every message the simulator saw
-    acknowledged. Killed -9, ``up`` takes its children with it."""
-    data = Path(tempfile.mkdtemp(prefix="giamsat-up-"))
-    http = free_port()
-    env = _up_env(data, http)
-    base = f"http://127.0.0.1:{http}"
-    log = open(data / "up.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "giamsat", "up", "--demo"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait(lambda: _ready(base), 120, "/readyz")
-        _wait(lambda: _stored_fixes(base) > 0, 90, "the simulated fleet's fixes to be stored")
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        code = proc.wait(60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
-    out = (data / "up.log").read_text()
-    assert code == 0 and "Traceback" not in out, out[-3000:]
-    acked = re.search(r"^simulated \d+ devices for [\d.]+ s: sent \d+ messages .*, acked (\d+),",
-                      out, re.M)
-    stored = re.search(r"ingest stopped: \{'messages': (\d+),", out)
-    assert acked and stored, out[-3000:]
-    assert int(stored[1]) == int(acked[1]), out[-3000:]
-
-    # killed -9: the worker, the API and the simulator go too (the embedded servers run in
-    # sessions of their own and are found again by the next start)
-    log = open(data / "up2.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "giamsat", "up", "--demo"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    children: list[str] = []
-    try:
-        _wait(lambda: _ready(base), 120, "/readyz after a restart")
-
-        def supervised() -> list[str] | None:  # worker, api, simulator (not the servers)
-            pids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                                  text=True).stdout.split()
-            found = []
-            for pid in pids:
-                with contextlib.suppress(OSError):  # gone meanwhile
-                    if b"-m\0giamsat\0" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                        found.append(pid)
-            return found if len(found) == 3 else None
-
-        children = _wait(supervised, 60, "up's three children")
-        proc.kill()
-        proc.wait(10)
-        _wait(lambda: all(not Path(f"/proc/{pid}").exists() for pid in children), 30,
-              "the children to exit after up was killed")
-    finally:
-        log.close()
-        if proc.poll() is None:  # the test failed before killing it
-            os.killpg(proc.pid, signal.SIGKILL)
-        for pid in children:  # had they outlived up, they must not outlive the test
-            with contextlib.suppress(OSError):
-                os.kill(int(pid), signal.SIGKILL)
-        subprocess.run(["pkill", "-f", str(data)])
-        _wait(lambda: subprocess.run(["pgrep", "-f", str(data)], capture_output=True,
-                                     text=True).stdout.strip() == "", 30, "the servers to stop")
 
 
 def test_a_taken_port_the_user_set_stops_up_with_the_setting_named(db_url):
