@@ -68,6 +68,7 @@ def test_an_officer_runs_a_case(browser, db_url: str, seeded, tmp_path: Path, re
 
     d = browser
     wait = WebDriverWait(d, 30, ignored_exceptions=(StaleElementReferenceException,))
+    slow = WebDriverWait(d, 45, ignored_exceptions=(StaleElementReferenceException,))  # pipeline
     screens = Screens(d, tmp_path)
     css = lambda sel: d.find_elements(By.CSS_SELECTOR, sel)  # noqa: E731
 
@@ -101,7 +102,7 @@ def test_an_officer_runs_a_case(browser, db_url: str, seeded, tmp_path: Path, re
         wait.until(lambda _: "Nguyễn Văn Thử" in text("#detail-summary"))
         assert "Nơi cư trú (residence)".lower() in text("#detail-summary").lower()
         click("#locate-now")
-        wait.until(lambda _: "Định vị ngay" in text("#alert-commands")
+        slow.until(lambda _: "Định vị ngay" in text("#alert-commands")
                    and "đã thực hiện" in text("#alert-commands")
                    and "Vị trí sau lệnh" in text("#alert-commands"))
         assert device.received and any(c["type"] == "locate" for c in device.received)

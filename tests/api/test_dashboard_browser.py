@@ -517,7 +517,12 @@ def test_dashboard_live_alert_ack_and_map(browser, api_url: str, db_url: str, se
     d.get(f"{api_url}/#/map/{SUPERVISEE}")
     wait.until(lambda _: css("#case-export"))
     main_window = d.current_window_handle
-    d.find_element(By.ID, "case-export").click()
+
+    def click_export(_) -> bool:  # the panel may redraw between finding and clicking
+        d.find_element(By.ID, "case-export").click()
+        return True
+
+    wait.until(click_export)
     wait.until(lambda _: len(d.window_handles) == 2)
     d.switch_to.window([h for h in d.window_handles if h != main_window][0])
     wait.until(lambda _: SUPERVISEE in d.find_element(By.TAG_NAME, "body").text)
