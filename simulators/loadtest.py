@@ -173,12 +173,13 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _utf8(text: str) -> bytes:
+def mqtt_string(text: str) -> bytes:
+    """An MQTT UTF-8 string: its length in two bytes, then its bytes."""
     raw = text.encode()
     return len(raw).to_bytes(2, "big") + raw
 
 
-class _Link:
+class Link:
     """One device connection of a publisher process, MQTT 3.1.1 over a plain socket.
 
     The load generator must not be what limits the measurement: paho costs ~40 us of CPU per
@@ -199,14 +200,14 @@ class _Link:
 
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=target.host)
         flags = 0x02  # clean session
-        body = _utf8("MQTT") + bytes([4])
-        tail = _utf8(client_id)
+        body = mqtt_string("MQTT") + bytes([4])
+        tail = mqtt_string(client_id)
         if target.username:
             flags |= 0x80
-            tail += _utf8(target.username)
+            tail += mqtt_string(target.username)
             if target.password is not None:
                 flags |= 0x40
-                tail += _utf8(target.password)
+                tail += mqtt_string(target.password)
         body += bytes([flags]) + keepalive.to_bytes(2, "big") + tail
         sock.sendall(b"\x10" + _varint(len(body)) + body)
         connack = b""
@@ -282,12 +283,12 @@ class _Link:
         self.sock.close()
 
 
-def _connect(url: str, client_id: str, attempts: int = 10) -> _Link:
+def _connect(url: str, client_id: str, attempts: int = 10) -> Link:
     """A connection, retried as a device would: a RabbitMQ cluster node answers "server
     unavailable" while its client-id registry (a Raft cluster) is busy."""
     for attempt in range(attempts):
         try:
-            return _Link(url, client_id)
+            return Link(url, client_id)
         except (ConnectionError, OSError):
             if attempt == attempts - 1:
                 raise
@@ -315,14 +316,14 @@ def publisher_main(plan: PublisherPlan, out: mp.Queue) -> None:
     for x in links:
         sel.register(x.sock, selectors.EVENT_READ, x)
     devices = sorted(plan.homes)
-    topics = {dev: _utf8(device_topic(dev, "fix")) for dev in devices}
+    topics = {dev: mqtt_string(device_topic(dev, "fix")) for dev in devices}
     seqs = dict.fromkeys(devices, int(time.time()))  # restarts of the test get new seq values
     sent = fixes = 0
     start = time.monotonic()
     out.put(("started", plan.index, time.time()))  # connected: the measured time begins
     next_report = start + 1.0
     violating_times: dict[str, list[float]] = {}
-    dirty: dict[int, _Link] = {}
+    dirty: dict[int, Link] = {}
     while sent < plan.max_messages:
         now = time.monotonic()
         elapsed = now - start

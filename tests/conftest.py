@@ -298,19 +298,17 @@ def _shared_node(run_dir: Path, base: Path) -> EmbeddedRabbitMQ:
 
 
 def _stop_shared_node(run_dir: Path) -> None:
-    """Stop the run's shared node (if a worker booted one) and wait until it is gone: the
-    worker that started it may have exited, so it is found by its process group."""
+    """Kill the run's shared node (if a worker booted one; its data goes with the run's
+    directory, so there is nothing to stop cleanly) and wait until it is gone: the worker
+    that started it may have exited, so it is found by its process group."""
     described = run_dir / "rabbitmq.json"
     if described.exists():
         pgid = json.loads(described.read_text())["pgid"]
-        for sig, wait_s in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, sig)
-            deadline = time.monotonic() + wait_s
-            while _group_alive(pgid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if not _group_alive(pgid):
-                break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
