@@ -110,7 +110,11 @@ def test_up_demo_runs_ctrl_c_stops_it_cleanly_and_kill_9_leaves_no_child():
                                         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=clone,
                                         start_new_session=True)
                 try:
-                    _check_demo(data, base, proc)
+                    try:
+                        _check_demo(data, base, proc)
+                    except AssertionError as exc:  # say what up said
+                        raise AssertionError(f"{exc}\n--- up.log:\n"
+                                             + (data / "up.log").read_text()[-4000:]) from None
                     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
                     code = proc.wait(60)
                 finally:
@@ -166,7 +170,6 @@ def test_up_demo_runs_ctrl_c_stops_it_cleanly_and_kill_9_leaves_no_child():
                                                 text=True).stdout.strip() == "", 30,
                   "the servers to stop")
         shutil.rmtree(shared, ignore_errors=True)
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def _check_demo(data: Path, base: str, proc: subprocess.Popen) -> None:
