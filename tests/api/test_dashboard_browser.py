@@ -643,6 +643,7 @@ def test_an_officer_revokes_and_shortens_a_permit(browser, db_url: str, seeded: 
     never applies) and shortens another, each with a reason: both are new versions, by them."""
     from datetime import UTC, datetime
 
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -659,7 +660,8 @@ def test_an_officer_revokes_and_shortens_a_permit(browser, db_url: str, seeded: 
             ).fetchone()[0]
         conn.commit()
     d = browser
-    wait = WebDriverWait(d, 20)
+    # the panel redraws once a change is saved: a permit's item found a moment ago may be gone
+    wait = WebDriverWait(d, 20, ignored_exceptions=(StaleElementReferenceException,))
     with serve_api(db_url, tmp_path) as base:
         sign_in(d, wait, base)
         d.get(f"{base}/#/map/{SUPERVISEE}")
