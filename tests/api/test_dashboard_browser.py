@@ -754,6 +754,7 @@ def test_a_late_alert_shows_when_it_happened_and_when_it_was_raised(browser, db_
                                                                      tmp_path: Path):
     """An exit decided from fixes of an hour ago (a restart's backlog): the queue flags it as
     detected late and its detail says when it happened and when it was raised (issue 11)."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -771,7 +772,8 @@ def test_a_late_alert_shows_when_it_happened_and_when_it_was_raised(browser, db_
     with connect(db_url) as conn, conn.transaction():
         [change] = rules.apply(conn, occ, now_ms, late_after_ms=60_000)
     d = browser
-    wait = WebDriverWait(d, 20)
+    # the queue and the detail redraw as changes stream in
+    wait = WebDriverWait(d, 20, ignored_exceptions=(StaleElementReferenceException,))
     with serve_api(db_url, tmp_path) as base:
         sign_in(d, wait, base)
         wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, ".alert-row .flag-late"))
